@@ -1,0 +1,156 @@
+"""Kernels of the multi-step spike-pattern neuron (see ``qsnn.neurons`` for the equations).
+
+The neuron is elementwise, so it runs on the memory of ``x: [T, B, ...]`` seen as ``[T, N]``:
+each step's block of ``N`` elements keeps whatever layout it has (contiguous, channels-last, or
+one block broadcast over ``T``), and outputs and gradients get the same layout.
+
+``forward_kernel`` and ``backward_kernel`` are plain torch functions. They run eagerly, or as one
+fused ``torch.compile`` kernel each when the tensor is large enough to matter: a naive loop of
+autograd ops reads and writes every element a dozen times per step, the fused kernel once.
+Backward recomputes the membrane from ``x`` instead of storing it (one read instead of a write
+and a read). The fused path needs a working C++ toolchain; if compiling fails once, qsnn logs a
+warning and stays eager for the rest of the process.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import torch
+from torch import Tensor
+
+from .surrogate import Surrogate
+
+log = logging.getLogger(__name__)
+
+#: Smallest per-call element count (``T * N``) for which ``kernel="auto"`` uses the fused kernel.
+FUSED_MIN_NUMEL = 1 << 18
+
+
+def _dense_step_layout(step: Tensor) -> bool:
+    """True when one step's block is dense and non-overlapping (any dimension order)."""
+    if step.numel() <= 1:
+        return True
+    dims = sorted((s, n) for s, n in zip(step.stride(), step.shape, strict=True) if n != 1)
+    expected = 1
+    for stride, size in dims:
+        if stride != expected:
+            return False
+        expected *= size
+    return True
+
+
+def as_time_rows(x: Tensor) -> tuple[Tensor, tuple[int, ...]]:
+    """``x: [T, B, ...]`` -> (``[T, N]`` view of its memory, strides of a dense output).
+
+    Copies ``x`` only when a step is not a dense block (then it becomes contiguous).
+    """
+    steps = x.shape[0]
+    step_numel = math.prod(x.shape[1:])
+    if not _dense_step_layout(x[0]) or x.stride(0) not in (0, step_numel):
+        x = x.contiguous()
+    out_strides = (step_numel, *x.stride()[1:])
+    rows = x.as_strided(
+        (steps, step_numel), (x.stride(0), 1), x.storage_offset()
+    )  # [T, B, ...] -> [T, N]
+    return rows, out_strides
+
+
+def from_time_rows(rows: Tensor, shape: torch.Size, strides: tuple[int, ...]) -> Tensor:
+    """Inverse of ``as_time_rows`` for a dense ``[T, N]`` result: ``[T, N] -> [T, B, ...]``."""
+    return rows.as_strided(shape, strides)
+
+
+def membrane_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The membrane is float32 for half inputs (bf16 would drift), else the input's dtype."""
+    return torch.promote_types(dtype, torch.float32)
+
+
+def forward_kernel(
+    x: Tensor, theta: Tensor, beta: float, v_reset: float, levels: int, hard: bool
+) -> Tensor:
+    """Spikes ``s = k * theta`` for ``x: [T, N]``; ``theta`` has the membrane dtype."""
+    v = None
+    spikes = []
+    for t in range(x.shape[0]):
+        current = x[t].to(theta.dtype)
+        h = current if v is None else v * beta + current
+        u = h / theta
+        k = torch.clamp(torch.floor(u), 0, levels)
+        spikes.append(k * theta)
+        v = torch.where(u >= 1, v_reset, h) if hard else h - k * theta
+    return torch.stack(spikes).to(x.dtype)  # T x [N] -> [T, N]
+
+
+def backward_kernel(
+    x: Tensor,
+    grad_s: Tensor,
+    theta: Tensor,
+    beta: float,
+    v_reset: float,
+    levels: int,
+    hard: bool,
+    surrogate: Surrogate,
+    need_theta: bool,
+) -> tuple[Tensor, Tensor | None]:
+    """BPTT with the reset detached, recomputing ``u_t = h_t / theta`` from ``x: [T, N]``."""
+    steps = x.shape[0]
+    us = []
+    v = None
+    for t in range(steps):
+        current = x[t].to(theta.dtype)
+        h = current if v is None else v * beta + current
+        u = h / theta
+        us.append(u)
+        if hard:
+            v = torch.where(u >= 1, v_reset, h)
+        else:
+            v = h - torch.clamp(torch.floor(u), 0, levels) * theta
+    grads: list[Tensor] = [x[0]] * steps
+    grad_theta = None
+    grad_v = None
+    for t in reversed(range(steps)):
+        u = us[t]
+        g = surrogate.grad(u, levels)
+        gs = grad_s[t].to(theta.dtype)
+        grad_h = gs * g  # dL/ds * ds/dh = dL/ds * theta * g(u) / theta
+        if grad_v is not None:
+            grad_h = grad_h + (torch.where(u < 1, grad_v, 0.0) if hard else grad_v)
+        grads[t] = grad_h
+        if need_theta:
+            # ds/dtheta = k + theta * dk/dtheta = k - g(u) * u
+            term = (gs * (torch.clamp(torch.floor(u), 0, levels) - g * u)).sum()
+            grad_theta = term if grad_theta is None else grad_theta + term
+        grad_v = grad_h * beta
+    return torch.stack(grads).to(x.dtype), grad_theta  # T x [N] -> [T, N]
+
+
+_compiled: dict[str, object] = {}
+_fused_broken = False
+
+
+def _fused(name: str):
+    if name not in _compiled:
+        fn = forward_kernel if name == "forward" else backward_kernel
+        _compiled[name] = torch.compile(fn, dynamic=True)
+    return _compiled[name]
+
+
+def run(name: str, kernel: str, *args):
+    """Run ``forward_kernel``/``backward_kernel`` eagerly or fused, per ``kernel`` policy."""
+    global _fused_broken
+    x = args[0]
+    fused = kernel == "fused" or (
+        kernel == "auto" and not _fused_broken and x.numel() >= FUSED_MIN_NUMEL
+    )
+    if fused:
+        try:
+            return _fused(name)(*args)
+        except Exception as err:  # a missing compiler surfaces as many exception types
+            if kernel == "fused":
+                raise
+            _fused_broken = True
+            log.warning("fused neuron kernel unavailable (%s); using the eager kernel", err)
+    fn = forward_kernel if name == "forward" else backward_kernel
+    return fn(*args)

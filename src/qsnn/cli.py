@@ -1,0 +1,107 @@
+"""The ``qsnn`` command line: a thin layer over the library.
+
+Every subcommand parses its flags, calls one library function and prints the result. Bad input
+(invalid bits, a budget with no allocation, ...) ends with one ``qsnn: error: ...`` line and
+exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from .allocation import Bits, allocations
+
+__all__ = ["main"]
+
+
+def _cmd_bits(args: argparse.Namespace) -> int:
+    bits = Bits.parse(args.bits)
+    info = {
+        "allocation": str(bits),
+        "b_w": bits.w,
+        "b_s": bits.s,
+        "T": bits.t,
+        "float_weights": bits.float_weights,
+        "budget": bits.budget,
+        "spike_levels": bits.levels + 1,
+        "binary_slices_per_layer": bits.t * bits.s,
+    }
+    if args.json:
+        print(json.dumps(info))
+    else:
+        for key, value in info.items():
+            print(f"{key:>24}: {value}")
+    return 0
+
+
+def _cmd_allocations(args: argparse.Namespace) -> int:
+    found = allocations(args.budget, w=args.w, s=args.s, t=args.t, powers_of_two=not args.any)
+    if args.json:
+        print(json.dumps([str(b) for b in found]))
+    else:
+        print(f"{len(found)} allocations b_w/b_s/T with budget {args.budget}:")
+        for b in found:
+            print(f"  {b!s:>9}  ({b.t * b.s} binary slices per layer)")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    report = run_demo(Bits.parse(args.bits), steps=args.steps, seed=args.seed)
+    print(report)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="qsnn",
+        description="Quantized spiking neural networks under a bit budget T*b_w*b_s.",
+    )
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"qsnn {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("bits", help="show an allocation b_w/b_s/T and its bit budget")
+    p.add_argument("bits", help="allocation 'b_w/b_s/T', e.g. 4/2/2")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=_cmd_bits)
+
+    p = sub.add_parser("allocations", help="list every allocation of a bit budget")
+    p.add_argument("--budget", type=int, required=True, help="bit budget T*b_w*b_s")
+    p.add_argument("--w", type=int, help="fix weight bits b_w")
+    p.add_argument("--s", type=int, help="fix spike bits b_s")
+    p.add_argument("--t", type=int, help="fix time steps T")
+    p.add_argument("--any", action="store_true", help="allow fields that are not powers of two")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=_cmd_allocations)
+
+    p = sub.add_parser(
+        "demo", help="train a tiny quantized SNN on a toy problem, check the bit-serial identity"
+    )
+    p.add_argument("--bits", default="2/2/2", help="allocation b_w/b_s/T (default 2/2/2)")
+    p.add_argument("--steps", type=int, default=200, help="training steps (default 200)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except ValueError as err:
+        print(f"qsnn: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("qsnn: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,282 @@
+"""The spike-pattern neuron: one module for multi-bit SNNs, binary LIF and quantized ANNs.
+
+Paper Eq. 6-7 (Shen et al., CVPR 2024), with ``L = 2**b_s - 1`` non-zero levels:
+
+    h_t = beta * v_{t-1} + I_t                     (charge; beta = 1/tau, v_0 = 0)
+    k_t = clamp(floor(h_t / theta), 0, L)          (fire: a b_s-bit integer level)
+    s_t = k_t * theta                              (the spike pattern sent downstream)
+    v_t = v_reset        where k_t > 0, else h_t   (hard reset)
+    v_t = h_t - k_t * theta                        (soft reset)
+
+``b_s = 1`` is the binary LIF neuron of Eq. 1; ``T = 1`` is the quantized ANN activation of Eq. 2,
+``a = clamp(floor(x / Delta), 0, L) * Delta`` with ``Delta = theta``. There is one implementation.
+
+Gradients use a surrogate ``g(u)`` for the staircase (``qsnn.surrogate``) and treat the reset as
+constant (the usual ``detach_reset``), so backpropagation through time is
+
+    dL/dh_t = dL/ds_t * g(u_t) + dL/dv_t * m_t,   dL/dv_{t-1} = beta * dL/dh_t,   dL/dI_t = dL/dh_t
+
+with ``u_t = h_t / theta`` and ``m_t = [k_t == 0]`` (hard) or ``1`` (soft). The ``T`` loop runs
+inside one ``torch.autograd.Function`` whose outputs and input gradients are allocated with
+``empty_like`` so they keep the input's memory layout (channels-last stays channels-last), and
+``T = 1`` has a loop-free path.
+
+State is explicit: every forward call starts from ``v = 0`` and nothing outlives it.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn as nn
+from torch import Tensor
+
+from . import _neuron_kernels as _kernels
+from .allocation import LayerBits, check_spike_bits
+from .surrogate import Surrogate
+
+__all__ = [
+    "LIFNeuron",
+    "QuantActivation",
+    "SpikeNeuron",
+    "spike_pattern_neuron",
+    "spike_pattern_step",
+]
+
+ResetMode = Literal["hard", "soft"]
+Kernel = Literal["auto", "eager", "fused"]
+KERNELS = ("auto", "eager", "fused")
+
+
+def spike_pattern_step(
+    current: Tensor,
+    v: Tensor | None,
+    *,
+    bits_s: int,
+    theta: float | Tensor = 1.0,
+    beta: float = 0.5,
+    reset: ResetMode = "hard",
+    v_reset: float = 0.0,
+) -> tuple[Tensor, Tensor]:
+    """One step of the neuron as a pure function: ``(k_t, v_t) = step(I_t, v_{t-1})``.
+
+    ``v = None`` means the zero initial state. Returns the integer level ``k_t`` (as a float
+    tensor of whole numbers) and the membrane potential after reset. Forward semantics only; the
+    module adds the surrogate gradient. Spikes are ``s_t = k_t * theta``.
+    """
+    levels = (1 << bits_s) - 1
+    h = current if v is None else beta * v + current
+    k = torch.clamp(torch.floor(h / theta), 0, levels)
+    v_next = (
+        torch.where(k > 0, torch.full_like(h, v_reset), h) if reset == "hard" else h - k * theta
+    )
+    return k, v_next
+
+
+class _SpikePatternFn(torch.autograd.Function):
+    """Multi-step neuron over ``x: [T, B, ...]``; returns spikes ``s = k * theta``."""
+
+    @staticmethod
+    def forward(ctx, x, theta, beta, levels, hard, v_reset, surrogate, kernel):  # type: ignore[override]
+        learn_theta = isinstance(theta, Tensor)
+        acc = _kernels.membrane_dtype(x.dtype)
+        theta_t = (
+            theta.detach().to(x.device, acc)
+            if learn_theta
+            else torch.tensor(float(theta), dtype=acc, device=x.device)
+        )
+        rows, strides = _kernels.as_time_rows(x)  # [T, B, ...] -> [T, N]
+        spikes = _kernels.run("forward", kernel, rows, theta_t, beta, v_reset, levels, hard)
+        ctx.args = (beta, v_reset, levels, hard, surrogate, kernel, learn_theta)
+        ctx.shape, ctx.strides = x.shape, strides
+        ctx.save_for_backward(rows, theta_t)
+        return _kernels.from_time_rows(spikes, x.shape, strides)  # [T, N] -> [T, B, ...]
+
+    @staticmethod
+    def backward(ctx, grad_out):  # type: ignore[override]
+        rows, theta_t = ctx.saved_tensors
+        beta, v_reset, levels, hard, surrogate, kernel, learn_theta = ctx.args
+        if grad_out.stride() != ctx.strides:
+            grad_out = torch.empty_strided(
+                ctx.shape, ctx.strides, dtype=grad_out.dtype, device=grad_out.device
+            ).copy_(grad_out)
+        grad_rows = grad_out.as_strided(rows.shape, (rows.shape[1], 1), grad_out.storage_offset())
+        grad_x, grad_theta = _kernels.run(
+            "backward",
+            kernel,
+            rows,
+            grad_rows,
+            theta_t,
+            beta,
+            v_reset,
+            levels,
+            hard,
+            surrogate,
+            learn_theta and ctx.needs_input_grad[1],
+        )
+        grad_x = _kernels.from_time_rows(grad_x, ctx.shape, ctx.strides)
+        if grad_theta is not None:
+            grad_theta = grad_theta.to(rows.dtype if rows.dtype == torch.float64 else torch.float32)
+        return grad_x, grad_theta, None, None, None, None, None, None
+
+
+def spike_pattern_neuron(
+    x: Tensor,
+    *,
+    bits_s: int,
+    theta: float | Tensor = 1.0,
+    tau: float = 2.0,
+    reset: ResetMode = "hard",
+    v_reset: float = 0.0,
+    surrogate: Surrogate | str | None = None,
+    kernel: Kernel = "auto",
+) -> Tensor:
+    """Functional multi-step neuron: ``x: [T, B, ...] -> spikes s: [T, B, ...]`` (Eq. 6-7)."""
+    _check_args(bits_s, tau, reset, theta, kernel)
+    if x.dim() < 2:
+        raise ValueError(
+            f"expected input [T, B, ...] with at least 2 dims; got shape {tuple(x.shape)}"
+        )
+    return _SpikePatternFn.apply(
+        x,
+        theta,
+        1.0 / tau,
+        (1 << bits_s) - 1,
+        reset == "hard",
+        float(v_reset),
+        Surrogate.parse(surrogate),
+        kernel,
+    )
+
+
+def _check_args(bits_s: object, tau: object, reset: object, theta: object, kernel: object) -> None:
+    check_spike_bits(bits_s, "bits_s")
+    if kernel not in KERNELS:
+        raise ValueError(f"kernel must be one of {KERNELS}; got {kernel!r}")
+    if not isinstance(tau, (int, float)) or isinstance(tau, bool) or not tau >= 1.0:
+        raise ValueError(f"tau must be a number >= 1 (beta = 1/tau in (0, 1]); got {tau!r}")
+    if reset not in ("hard", "soft"):
+        raise ValueError(f"reset must be 'hard' or 'soft'; got {reset!r}")
+    if isinstance(theta, Tensor):
+        if theta.numel() != 1:
+            raise ValueError(f"theta must be a scalar; got shape {tuple(theta.shape)}")
+    elif not isinstance(theta, (int, float)) or isinstance(theta, bool) or not theta > 0:
+        raise ValueError(f"theta (threshold) must be a number > 0; got {theta!r}")
+
+
+class SpikeNeuron(nn.Module):
+    """Multi-step spike-pattern neuron (paper Eq. 6-7) on ``[T, B, ...]`` input.
+
+    Args:
+        bits_s: spike bits ``b_s`` in 1..16; outputs take ``2**b_s`` values ``k * theta``.
+        tau: membrane time constant ``tau >= 1``, leak ``beta = 1/tau``; ``tau = 1`` keeps the
+            whole potential (integrate-and-fire), the default 2 halves it every step.
+        theta: firing threshold (and spike scale) ``theta > 0``.
+        reset: ``"hard"`` (to ``v_reset`` where a spike fired, the paper's choice) or ``"soft"``
+            (subtract ``k * theta``).
+        v_reset: hard-reset potential.
+        learn_theta: make ``theta`` a trained parameter.
+        surrogate: ``Surrogate``, ``"shape[:width]"`` or ``None`` for the default triangle.
+        kernel: ``"eager"`` (plain torch ops), ``"fused"`` (one ``torch.compile`` kernel per
+            direction; needs a C++ toolchain) or ``"auto"`` (fused for calls of at least
+            ``2**18`` elements, falling back to eager if compiling fails). Same equations;
+            results agree up to float rounding of the membrane update.
+
+    Every call starts from ``v = 0``; nothing is kept between calls.
+    """
+
+    def __init__(
+        self,
+        bits_s: int = 1,
+        *,
+        tau: float = 2.0,
+        theta: float = 1.0,
+        reset: ResetMode = "hard",
+        v_reset: float = 0.0,
+        learn_theta: bool = False,
+        surrogate: Surrogate | str | None = None,
+        kernel: Kernel = "auto",
+    ) -> None:
+        super().__init__()
+        _check_args(bits_s, tau, reset, theta, kernel)
+        if not isinstance(v_reset, (int, float)):
+            raise ValueError(f"v_reset must be a number; got {v_reset!r}")
+        self.bits_s = bits_s
+        self.tau = float(tau)
+        self.reset = reset
+        self.v_reset = float(v_reset)
+        self.surrogate = Surrogate.parse(surrogate)
+        self.kernel = kernel
+        if learn_theta:
+            self.theta: float | nn.Parameter = nn.Parameter(torch.tensor(float(theta)))
+        else:
+            self.theta = float(theta)
+
+    @property
+    def levels(self) -> int:
+        """Non-zero spike levels ``L = 2**b_s - 1``."""
+        return (1 << self.bits_s) - 1
+
+    @property
+    def output_bits(self) -> int:
+        """Width of this module's output in bits of integer levels (read by ``qsnn.profile``)."""
+        return self.bits_s
+
+    def set_layer_bits(self, bits: LayerBits) -> None:
+        """Take ``b_s`` from a per-layer allocation (see ``qsnn.apply_bits``)."""
+        self.bits_s = check_spike_bits(bits.s, "bits_s")
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() < 2:
+            raise ValueError(
+                f"{type(self).__name__} expects [T, B, ...] input; got shape {tuple(x.shape)}"
+            )
+        return _SpikePatternFn.apply(
+            x,
+            self.theta,
+            1.0 / self.tau,
+            self.levels,
+            self.reset == "hard",
+            self.v_reset,
+            self.surrogate,
+            self.kernel,
+        )
+
+    def to_levels(self, spikes: Tensor) -> Tensor:
+        """Integer levels ``k_t`` (int32) of spikes this neuron produced: ``round(s / theta)``."""
+        with torch.no_grad():
+            return torch.round(spikes.float() / float(self.theta)).to(torch.int32)
+
+    def forward_levels(self, x: Tensor) -> Tensor:
+        """The integer levels ``k_t`` (int32) the neuron fires for ``x`` (what hardware sends)."""
+        with torch.no_grad():
+            return self.to_levels(self.forward(x))
+
+    def extra_repr(self) -> str:
+        theta = float(self.theta)
+        learn = ", learn_theta=True" if isinstance(self.theta, nn.Parameter) else ""
+        return (
+            f"bits_s={self.bits_s}, tau={self.tau:g}, theta={theta:g}{learn}, "
+            f"reset={self.reset!r}, surrogate={self.surrogate.shape}:{self.surrogate.width:g}"
+        )
+
+
+class LIFNeuron(SpikeNeuron):
+    """Binary leaky integrate-and-fire neuron (paper Eq. 1): ``SpikeNeuron`` with ``b_s = 1``."""
+
+    def __init__(self, *, tau: float = 2.0, theta: float = 1.0, **kwargs) -> None:
+        super().__init__(1, tau=tau, theta=theta, **kwargs)
+
+
+class QuantActivation(SpikeNeuron):
+    """Quantized ANN activation (paper Eq. 2): ``clamp(floor(x / Delta), 0, 2**b - 1) * Delta``.
+
+    The same neuron at ``T = 1``; takes input without a time dimension (``[B, ...]``).
+    """
+
+    def __init__(self, bits: int = 4, *, delta: float = 1.0, **kwargs) -> None:
+        super().__init__(bits, theta=delta, **kwargs)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return super().forward(x.unsqueeze(0)).squeeze(0)

@@ -1,0 +1,220 @@
+"""Weight quantization (paper Eq. 5) and drop-in quantized ``Conv2d`` / ``Linear`` layers.
+
+``w_q = Delta * q`` with an integer code ``q`` of ``b_w`` bits. The level set is pinned so that
+every part of qsnn (metrics, bit-serial runs, hardware, deployment) agrees on it:
+
+- ``b_w >= 2``: ``q = clamp(round(w / Delta), -Q, Q)`` with ``Q = 2**(b_w-1) - 1`` (symmetric,
+  ``2**b_w - 1`` levels; ``b_w = 2`` is ternary) and ``Delta = max|w| / Q``;
+- ``b_w = 1``: ``q = sign(w)`` in ``{-1, +1}`` (``sign(0) = +1``) and ``Delta = mean|w|``;
+- ``b_w >= 16``: the weight stays float.
+
+Scales are per output channel by default (``per_channel=False``: one per tensor). With
+``learn_scale=True`` ``Delta`` is a parameter trained LSQ-style (Esser et al., 2020: gradient
+scale ``1 / sqrt(numel_group * Q)``) over the same level set. Gradients reach the float weight
+through a straight-through estimator (identity inside the clamp range).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+from .allocation import FLOAT_WEIGHT_BITS, LayerBits, check_weight_bits
+
+__all__ = [
+    "QuantConv2d",
+    "QuantLinear",
+    "fake_quantize_weight",
+    "weight_codes",
+    "weight_qmax",
+    "weight_scale",
+]
+
+
+def weight_qmax(bits_w: int) -> int:
+    """Largest integer code ``Q``: ``2**(b_w-1) - 1`` for ``b_w >= 2``, 1 for ``b_w = 1``."""
+    check_weight_bits(bits_w, "bits_w")
+    return 1 if bits_w == 1 else (1 << (bits_w - 1)) - 1
+
+
+def _reduce_dims(w: Tensor, per_channel: bool) -> tuple[int, ...]:
+    return tuple(range(1, w.dim())) if per_channel else tuple(range(w.dim()))
+
+
+def weight_scale(w: Tensor, bits_w: int, per_channel: bool = True) -> Tensor:
+    """The max-abs scale ``Delta`` (mean-abs for ``b_w = 1``), shaped to broadcast over ``w``.
+
+    An all-zero group gets ``Delta = 1`` for ``b_w >= 2`` so that its codes are 0, not NaN.
+    """
+    dims = _reduce_dims(w, per_channel)
+    with torch.no_grad():
+        if bits_w == 1:
+            return w.abs().mean(dim=dims, keepdim=True)
+        delta = w.abs().amax(dim=dims, keepdim=True) / weight_qmax(bits_w)
+        return torch.where(delta > 0, delta, torch.ones_like(delta))
+
+
+def weight_codes(
+    w: Tensor, bits_w: int, per_channel: bool = True, scale: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
+    """Integer codes ``q`` (int32) and scale ``Delta`` with ``w_q = Delta * q`` (Eq. 5)."""
+    if bits_w >= FLOAT_WEIGHT_BITS:
+        raise ValueError(f"bits_w={bits_w} means float weights: there are no integer codes")
+    with torch.no_grad():
+        delta = weight_scale(w, bits_w, per_channel) if scale is None else scale.detach()
+        if bits_w == 1:
+            q = torch.where(w >= 0, 1, -1)
+        else:
+            qmax = weight_qmax(bits_w)
+            q = torch.clamp(torch.round(w / delta), -qmax, qmax)
+        return q.to(torch.int32), delta
+
+
+class _RoundSTE(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):  # type: ignore[override]
+        return torch.round(x)
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[override]
+        return grad
+
+
+class _SignSTE(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):  # type: ignore[override]
+        return torch.where(x >= 0, 1.0, -1.0).to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[override]
+        return grad
+
+
+def _scale_grad(x: Tensor, factor: float) -> Tensor:
+    # Forward: x. Backward: gradient multiplied by `factor` (LSQ's step-size gradient scale).
+    return (x - x * factor).detach() + x * factor
+
+
+def fake_quantize_weight(
+    w: Tensor, bits_w: int, per_channel: bool = True, scale: Tensor | None = None
+) -> Tensor:
+    """``w_q = Delta * q`` with a straight-through gradient to ``w``.
+
+    With a fixed (max-abs) scale the gradient to ``w`` is the identity. With a learned ``scale``
+    (LSQ) the gradient to ``w`` is the identity inside ``[-Q*Delta, Q*Delta]`` and zero outside,
+    and ``scale`` gets LSQ's gradient.
+    """
+    if bits_w >= FLOAT_WEIGHT_BITS:
+        return w
+    qmax = weight_qmax(bits_w)
+    if scale is None:
+        q, delta = weight_codes(w, bits_w, per_channel)
+        return w + (delta * q.to(w.dtype) - w).detach()
+    group = w.numel() // scale.numel()
+    s = _scale_grad(scale, 1.0 / math.sqrt(group * qmax))
+    v = torch.clamp(w / s, -qmax, qmax)
+    q = _SignSTE.apply(v) if bits_w == 1 else _RoundSTE.apply(v)
+    return q * s
+
+
+class _QuantWeight:
+    """Mixin: quantize ``self.weight`` to ``bits_w`` on every forward."""
+
+    weight: nn.Parameter
+
+    def _init_quant(self, bits_w: int, per_channel: bool, learn_scale: bool) -> None:
+        self.per_channel = bool(per_channel)
+        self.learn_scale = bool(learn_scale)
+        self.register_parameter("scale", None)  # type: ignore[attr-defined]
+        self.bits_w = bits_w
+
+    @property
+    def bits_w(self) -> int:
+        """Weight bits ``b_w`` (1..8, or 16/32 for float)."""
+        return self._bits_w
+
+    @bits_w.setter
+    def bits_w(self, value: int) -> None:
+        self._bits_w = check_weight_bits(value, "bits_w")
+        if self.learn_scale and value < FLOAT_WEIGHT_BITS:
+            # A new level set needs a new step size: re-initialise it from the max-abs rule.
+            init = weight_scale(self.weight.detach(), value, self.per_channel)
+            if self.scale is None:
+                self.scale = nn.Parameter(init)
+            else:
+                self.scale.data = init
+
+    @property
+    def weight_bits_eff(self) -> int:
+        """Weight bits as metrics count them (float weights count as 16)."""
+        return min(self.bits_w, FLOAT_WEIGHT_BITS)
+
+    def set_layer_bits(self, bits: LayerBits) -> None:
+        """Take ``b_w`` from a per-layer allocation (see ``qsnn.apply_bits``)."""
+        self.bits_w = bits.w
+
+    def quantized_weight(self) -> Tensor:
+        """The weight this layer computes with: ``Delta * q`` (or the float weight)."""
+        return fake_quantize_weight(
+            self.weight, self.bits_w, self.per_channel, self._active_scale()
+        )
+
+    def weight_codes(self) -> tuple[Tensor, Tensor]:
+        """Integer codes ``q`` (int32, shaped like the weight) and the scale ``Delta``."""
+        return weight_codes(self.weight, self.bits_w, self.per_channel, self._active_scale())
+
+    def _active_scale(self) -> Tensor | None:
+        return self.scale if self.learn_scale else None
+
+    def _quant_repr(self) -> str:
+        scale = "channel" if self.per_channel else "tensor"
+        learn = ", learn_scale=True" if self.learn_scale else ""
+        return f"bits_w={self.bits_w}, scale={scale}{learn}"
+
+
+class QuantConv2d(_QuantWeight, nn.Conv2d):
+    """``nn.Conv2d`` whose weight is quantized to ``bits_w`` bits (paper Eq. 5).
+
+    Takes every ``nn.Conv2d`` argument plus ``bits_w`` (default 8), ``per_channel`` (default
+    True) and ``learn_scale`` (default False).
+    """
+
+    def __init__(
+        self, *args, bits_w: int = 8, per_channel: bool = True, learn_scale: bool = False, **kwargs
+    ) -> None:
+        nn.Conv2d.__init__(self, *args, **kwargs)
+        self._init_quant(bits_w, per_channel, learn_scale)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self._conv_forward(x, self.quantized_weight(), self.bias)
+
+    def extra_repr(self) -> str:
+        return f"{nn.Conv2d.extra_repr(self)}, {self._quant_repr()}"
+
+
+class QuantLinear(_QuantWeight, nn.Linear):
+    """``nn.Linear`` whose weight is quantized to ``bits_w`` bits (paper Eq. 5)."""
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        *,
+        bits_w: int = 8,
+        per_channel: bool = True,
+        learn_scale: bool = False,
+        **kwargs,
+    ) -> None:
+        nn.Linear.__init__(self, in_features, out_features, bias, **kwargs)
+        self._init_quant(bits_w, per_channel, learn_scale)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.linear(x, self.quantized_weight(), self.bias)
+
+    def extra_repr(self) -> str:
+        return f"{nn.Linear.extra_repr(self)}, {self._quant_repr()}"

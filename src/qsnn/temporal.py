@@ -1,0 +1,108 @@
+"""Time-major helpers: encode a static input over ``T``, fold ``T`` into the batch, read out.
+
+Shapes are time-major everywhere: ``[T, B, ...]``. Only the encoder adds ``T`` and only the
+readout removes it. Stateless layers (conv, linear, batch norm, pooling) run on ``[T*B, ...]``:
+one big call instead of ``T`` small ones, and batch-norm statistics over all steps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn as nn
+from torch import Tensor
+
+from .allocation import check_time_steps
+
+__all__ = ["FoldTime", "StaticEncoder", "TimeMean", "fold_time", "time_major_empty_like"]
+
+
+def _check_time_major(x: Tensor, who: str) -> None:
+    if x.dim() < 2:
+        raise ValueError(f"{who} expects time-major input [T, B, ...]; got shape {tuple(x.shape)}")
+
+
+def time_major_empty_like(x: Tensor, dtype: torch.dtype | None = None) -> Tensor:
+    """An uninitialised dense ``[T, B, ...]`` tensor whose steps share ``x[0]``'s memory layout.
+
+    ``torch.empty_like`` keeps the layout of a dense tensor but falls back to a contiguous one
+    for a broadcast view (``StaticEncoder`` output, stride 0 over ``T``), which would turn a
+    channels-last net into a slow NCHW one downstream.
+    """
+    dtype = x.dtype if dtype is None else dtype
+    if 0 not in x.stride() or x.numel() == 0:
+        return torch.empty_like(x, dtype=dtype)
+    step = x[0]
+    fmt = torch.contiguous_format
+    if (
+        step.dim() == 4
+        and not step.is_contiguous()
+        and step.is_contiguous(memory_format=torch.channels_last)
+    ):
+        fmt = torch.channels_last
+    flat = torch.empty(
+        (x.shape[0] * x.shape[1], *x.shape[2:]), dtype=dtype, device=x.device, memory_format=fmt
+    )  # [T*B, ...]
+    return flat.unflatten(0, tuple(x.shape[:2]))  # [T*B, ...] -> [T, B, ...]
+
+
+def _dense(x: Tensor) -> Tensor:
+    """``x`` itself, or a dense copy of a broadcast view that keeps the per-step layout."""
+    if 0 not in x.stride() or x.numel() == 0:
+        return x
+    return time_major_empty_like(x).copy_(x)
+
+
+def fold_time(fn: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
+    """Apply a stateless ``fn`` to ``x: [T, B, ...]`` as one call on ``[T*B, ...]``."""
+    _check_time_major(x, "fold_time")
+    steps, batch = x.shape[:2]
+    y = fn(_dense(x).flatten(0, 1))  # [T, B, ...] -> [T*B, ...]
+    return y.unflatten(0, (steps, batch))  # [T*B, ...] -> [T, B, ...]
+
+
+class FoldTime(nn.Module):
+    """Run a stateless module on ``[T, B, ...]`` by folding ``T`` into the batch.
+
+    ``FoldTime(nn.Conv2d(...))`` maps ``[T, B, C, H, W] -> [T, B, C', H', W']``. The wrapped
+    module is ``self.module``; ``output_bits`` passes through (pooling keeps the input width).
+    """
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.module = module
+
+    def forward(self, x: Tensor) -> Tensor:
+        return fold_time(self.module, x)
+
+
+class StaticEncoder(nn.Module):
+    """Present a static input ``[B, ...]`` for ``T`` steps: ``[T, B, ...]`` (direct encoding).
+
+    With a ``stem`` (a stateless first layer such as conv + batch norm) the stem runs once on
+    ``[B, ...]`` and its output is repeated: the same result as running it ``T`` times, at
+    ``1/T`` of the cost (``qsnn.profile`` counts it with ``T_op = 1``). The repeat is a
+    broadcast view (``expand``), not a copy.
+    """
+
+    def __init__(self, time_steps: int, stem: nn.Module | None = None) -> None:
+        super().__init__()
+        self.time_steps = check_time_steps(time_steps, "time_steps")
+        self.stem = stem
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.stem is not None:
+            x = self.stem(x)
+        return x.unsqueeze(0).expand(self.time_steps, *x.shape)  # [B, ...] -> [T, B, ...]
+
+    def extra_repr(self) -> str:
+        return f"time_steps={self.time_steps}"
+
+
+class TimeMean(nn.Module):
+    """Readout: average over time, ``[T, B, ...] -> [B, ...]``."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        _check_time_major(x, "TimeMean")
+        return x.mean(dim=0)
