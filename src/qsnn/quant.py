@@ -113,7 +113,8 @@ def fake_quantize_weight(
     qmax = weight_qmax(bits_w)
     if scale is None:
         q, delta = weight_codes(w, bits_w, per_channel)
-        return w + (delta * q.to(w.dtype) - w).detach()
+        # Exactly Delta * q in value (``w - w.detach()`` is 0), identity gradient to ``w``.
+        return (delta * q.to(w.dtype)) + (w - w.detach())
     group = w.numel() // scale.numel()
     s = _scale_grad(scale, 1.0 / math.sqrt(group * qmax))
     v = torch.clamp(w / s, -qmax, qmax)
@@ -168,7 +169,11 @@ class _QuantWeight:
         return weight_codes(self.weight, self.bits_w, self.per_channel, self._active_scale())
 
     def _active_scale(self) -> Tensor | None:
-        return self.scale if self.learn_scale else None
+        # A learned step size can be pushed through zero by the optimizer; its magnitude is the
+        # scale, so codes and weights agree on the sign whatever the raw parameter holds.
+        if not self.learn_scale or self.scale is None:
+            return None
+        return self.scale.abs().clamp_min(torch.finfo(self.scale.dtype).tiny)
 
     def _quant_repr(self) -> str:
         scale = "channel" if self.per_channel else "tensor"

@@ -16,9 +16,9 @@ peak ``1/width`` and unit area:
 - ``sigmoid``:   bump(x) = a * sig(a x) * (1 - sig(a x)) with ``a = 4/w``.
 - ``atan``:      bump(x) = (a/2) / (1 + (pi a x / 2)**2) with ``a = 2/w`` (SpikingJelly's ATan).
 
-Bumps are evaluated for the four levels nearest to ``u`` (``|u - j| < 2``), which is exact for
-``triangle`` (``w <= 2``) and ``rectangle`` (``w <= 4``) and drops only far tails of the smooth
-shapes.
+The sum runs over every level when ``L <= 16`` (``b_s <= 4``). For wider spikes it runs over the
+16 levels nearest to ``u``: exact for ``triangle`` (``w <= 2``) and ``rectangle`` (``w <= 4``),
+while the heavy tails of ``atan`` (and the light ones of ``sigmoid``) beyond 8 levels are dropped.
 """
 
 from __future__ import annotations
@@ -32,6 +32,8 @@ from torch import Tensor
 __all__ = ["SURROGATE_SHAPES", "Surrogate"]
 
 SURROGATE_SHAPES = ("triangle", "rectangle", "sigmoid", "atan")
+_ALL_LEVELS = 16  # sum every bump up to this many levels
+_WINDOW = 8  # beyond it, the bumps of the 2 * _WINDOW nearest levels
 
 
 def _bump(shape: str, x: Tensor, w: float) -> Tensor:
@@ -92,9 +94,13 @@ class Surrogate:
         if self.shape == "triangle" and self.width == 1.0:
             # Closed form of the sum of unit triangles: a trapezoid on [0, L + 1].
             return torch.minimum(u, (levels + 1.0) - u).clamp_(0.0, 1.0)
-        base = torch.floor(u)
         total = torch.zeros_like(u)
-        for offset in (-1.0, 0.0, 1.0, 2.0):
+        if levels <= _ALL_LEVELS:
+            for j in range(1, levels + 1):
+                total += _bump(self.shape, u - j, self.width)
+            return total
+        base = torch.floor(u)
+        for offset in range(1 - _WINDOW, _WINDOW + 1):
             j = base + offset
             inside = (j >= 1) & (j <= levels)
             total += torch.where(inside, _bump(self.shape, u - j, self.width), 0.0)
