@@ -19,6 +19,7 @@ import math
 
 import torch
 from torch import Tensor
+from torch.utils._python_dispatch import _get_current_dispatch_mode
 
 from .surrogate import Surrogate
 
@@ -141,8 +142,11 @@ def run(name: str, kernel: str, *args):
     """Run ``forward_kernel``/``backward_kernel`` eagerly or fused, per ``kernel`` policy."""
     global _fused_broken
     x = args[0]
-    fused = kernel == "fused" or (
-        kernel == "auto" and not _fused_broken and x.numel() >= FUSED_MIN_NUMEL
+    # Under a dispatch mode (qsnn.profile watching every op) the kernel must stay eager.
+    watched = _get_current_dispatch_mode() is not None
+    fused = not watched and (
+        kernel == "fused"
+        or (kernel == "auto" and not _fused_broken and x.numel() >= FUSED_MIN_NUMEL)
     )
     if fused:
         try:

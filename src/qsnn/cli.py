@@ -48,11 +48,75 @@ def _cmd_allocations(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_models(args: argparse.Namespace) -> int:
+    from .models import list_models
+
+    for name in list_models():
+        print(name)
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
     report = run_demo(Bits.parse(args.bits), steps=args.steps, seed=args.seed)
     print(report)
+    return 0
+
+
+def _parse_size(text: str | None) -> tuple[int, ...] | None:
+    if text is None:
+        return None
+    try:
+        parts = tuple(int(v) for v in text.lower().replace(",", "x").split("x"))
+    except ValueError:
+        raise ValueError(f"--input-size must look like 3x32x32 or 32; got {text!r}") from None
+    if not parts or any(v < 1 for v in parts) or len(parts) not in (1, 2, 3):
+        raise ValueError(f"--input-size must look like 3x32x32, 32x32 or 32; got {text!r}")
+    return parts
+
+
+def _cmd_profile(args: argparse.Namespace) -> int:
+    import torch
+
+    from .metrics import profile
+    from .models import create_model
+
+    size = _parse_size(args.input_size)
+    img_size = size[-2:] if size and len(size) >= 2 else (size[0] if size else None)
+    in_channels = size[0] if size and len(size) == 3 else None
+    model = create_model(
+        args.model,
+        bits=args.bits,
+        num_classes=args.num_classes,
+        img_size=img_size,
+        in_channels=in_channels,
+    )
+    channels, height, width = model.input_size
+    gen = torch.Generator().manual_seed(args.seed)
+    if args.time_major:
+        # Event frames: random 0/1 counts per pixel, polarity and step.
+        shape = (model.bits.t, args.batch, channels, height, width)
+        example = torch.randint(0, 2, shape, generator=gen).float()
+    else:
+        example = torch.rand(args.batch, channels, height, width, generator=gen)
+    result = profile(
+        model,
+        example,
+        counting=args.counting,
+        input_bits=None if args.time_major else args.input_bits,
+    )
+    if args.json:
+        from .io import write_json_atomic
+
+        write_json_atomic(args.json, {"model": args.model, **result.to_dict()})
+    print(
+        f"{args.model} at {model.bits}, input {tuple(example.shape)} (random; firing rates "
+        f"of an untrained model on random input)"
+    )
+    print(result.table())
+    if args.json:
+        print(f"wrote {args.json}")
     return 0
 
 
@@ -80,6 +144,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=_cmd_allocations)
 
+    p = sub.add_parser("profile", help="count MACs, params, S-ACE, SOPs, NS-ACE of a model")
+    p.add_argument("--model", required=True, help="registered model name (see `qsnn models`)")
+    p.add_argument("--bits", required=True, help="allocation b_w/b_s/T, e.g. 4/2/2")
+    p.add_argument("--input-size", help="CxHxW or HxW or H (default: the model's own)")
+    p.add_argument("--num-classes", type=int, help="classifier width (default: the model's)")
+    p.add_argument("--batch", type=int, default=2, help="example batch size (default 2)")
+    p.add_argument("--counting", choices=("exact", "paper"), default="exact")
+    p.add_argument("--input-bits", type=int, default=8, help="raw input width (default 8)")
+    p.add_argument(
+        "--time-major",
+        action="store_true",
+        help="feed [T, B, C, H, W] event frames instead of a static image",
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", help="also write the profile to this JSON file")
+    p.set_defaults(func=_cmd_profile)
+
+    p = sub.add_parser("models", help="list the registered models")
+    p.set_defaults(func=_cmd_models)
+
     p = sub.add_parser(
         "demo", help="train a tiny quantized SNN on a toy problem, check the bit-serial identity"
     )
@@ -98,6 +182,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as err:
         print(f"qsnn: error: {err}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # output piped into `head` and closed early
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print("qsnn: interrupted", file=sys.stderr)
         return 130

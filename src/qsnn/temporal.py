@@ -96,12 +96,20 @@ class StaticEncoder(nn.Module):
             x = self.stem(x)
         return x.unsqueeze(0).expand(self.time_steps, *x.shape)  # [B, ...] -> [T, B, ...]
 
+    @property
+    def output_time_steps(self) -> int:
+        """Steps the output spans (read by ``qsnn.profile`` for ``T_op``)."""
+        return self.time_steps
+
     def extra_repr(self) -> str:
         return f"time_steps={self.time_steps}"
 
 
 class TimeMean(nn.Module):
     """Readout: average over time, ``[T, B, ...] -> [B, ...]``."""
+
+    #: The output spans one step (read by ``qsnn.profile``: a head after it runs once).
+    output_time_steps = 1
 
     def forward(self, x: Tensor) -> Tensor:
         _check_time_major(x, "TimeMean")

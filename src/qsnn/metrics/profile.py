@@ -1,0 +1,358 @@
+"""``profile(model, example_input)``: MACs, params, S-ACE, SOPs, NS-ACE, firing rates, energy.
+
+All figures are per sample (per image or per event recording). For each multiply-accumulate op
+of the real forward pass (conv, linear, and products of two activations such as attention's
+``Q K^T`` and ``A V``), with ``MACs`` per time step, ``T_op`` the steps it really runs, ``b_w``
+its weight bits and ``b_in`` the width of its input levels (SPEC §5):
+
+    S-ACE       = MACs * b_w * b_in * T_op                  (paper Eq. 8)
+    SOPs        = fr * MACs * b_in * T_op                   (bit-level synaptic operations)
+    NS-ACE      = fr * MACs * b_w * b_in * T_op = b_w * SOPs (paper Eq. 9)
+    events      = fr * MACs * T_op                          (the classic SOP count)
+    NS-ACE bits = density * MACs * b_w * b_in * T_op        (bit-serial variant)
+
+``fr`` is the fraction of non-zero values in the op's input and ``density`` the fraction of
+1-bits over its ``b_in`` bit-planes. A product of two activations has no weight: its second
+(stationary) operand's width takes the place of ``b_w`` and its first (streamed) operand gives
+``fr``. Float weights and dense (non-level) inputs count as 16 bits.
+
+``counting="paper"`` charges every conv and linear layer ``MACs * b_w * b_s * T`` at the model's
+allocation (stem included, attention products excluded), the pure "MACs x bit budget" scaling
+of the paper's tables; the default ``counting="exact"`` counts what the model computes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from typing import Literal
+
+import torch
+import torch.nn as nn
+from torch import Tensor
+
+from ..allocation import FLOAT_WEIGHT_BITS, Bits
+from .energy import DEFAULT_ENERGY, EnergyModel
+from .tracker import OpRecord, run_tracked
+
+__all__ = ["LayerProfile", "Profile", "profile"]
+
+Counting = Literal["exact", "paper"]
+
+
+@dataclass
+class LayerProfile:
+    """Per-op figures, per sample (see module docstring for the definitions)."""
+
+    name: str
+    kind: str
+    macs: float
+    t_op: int
+    b_w: int
+    b_in: int
+    budget: int
+    fr: float
+    density: float
+    s_ace: float
+    sops: float
+    ns_ace: float
+    ns_ace_bits: float
+    events: float
+    energy_conventional_pj: float
+    energy_bits_pj: float
+    params: int
+    params_16: float
+    spiking_input: bool
+    counted: bool = True
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+_TOTALS = (
+    "macs",
+    "s_ace",
+    "sops",
+    "ns_ace",
+    "ns_ace_bits",
+    "events",
+    "energy_conventional_pj",
+    "energy_bits_pj",
+)
+
+
+@dataclass
+class Profile:
+    """The cost of one model at one allocation, per sample. ``layers`` holds one row per op."""
+
+    layers: list[LayerProfile]
+    params: int
+    params_16: float
+    bits: Bits | None
+    counting: str
+    input_bits: int | None
+    firing_rates_from: str
+    energy_model: EnergyModel
+    totals: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for key in _TOTALS:
+            self.totals[key] = float(sum(getattr(r, key) for r in self.layers if r.counted))
+        self.totals["energy_bits_peak_pj"] = self.energy_model.e_bit_pj * self.totals["s_ace"]
+
+    @property
+    def size_bytes(self) -> float:
+        """Model size: ``params_16`` 16-bit words."""
+        return 2.0 * self.params_16
+
+    def __getattr__(self, name: str) -> float:
+        totals = self.__dict__.get("totals", {})
+        if name in totals:
+            return totals[name]
+        raise AttributeError(name)
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-ready dictionary: settings, totals and one entry per layer."""
+        return {
+            "bits": str(self.bits) if self.bits else None,
+            "budget": self.bits.budget if self.bits else None,
+            "counting": self.counting,
+            "input_bits": self.input_bits,
+            "firing_rates_from": self.firing_rates_from,
+            "energy_model": self.energy_model.to_dict(),
+            "params": self.params,
+            "params_16": self.params_16,
+            "size_bytes": self.size_bytes,
+            "totals": dict(self.totals),
+            "layers": [r.to_dict() for r in self.layers],
+        }
+
+    def to_json(self, **kwargs) -> str:
+        return json.dumps(self.to_dict(), **kwargs)
+
+    def table(self, max_rows: int | None = None) -> str:
+        """A per-layer table with totals: MACs per step in M; S-ACE, SOPs and NS-ACE in G (or
+        M, K for small models: the unit is in the header)."""
+        scale, unit = next(
+            ((v, u) for v, u in ((1e9, "G"), (1e6, "M"), (1e3, "K")) if self.totals["s_ace"] >= v),
+            (1.0, ""),
+        )
+        head = (
+            f"{'layer':<34} {'kind':<6} {'MACs(M)':>9} {'T':>3} {'b_w':>3} {'b_in':>4} "
+            f"{'BB':>4} {'fr':>6} {'dens':>6} {f'S-ACE({unit})':>9} {f'SOPs({unit})':>9} "
+            f"{f'NS-ACE({unit})':>9} {'params(K)':>9}"
+        )
+        lines = [head, "-" * len(head)]
+        rows = self.layers if max_rows is None else self.layers[:max_rows]
+        for r in rows:
+            name = r.name if len(r.name) <= 34 else "..." + r.name[-31:]
+            mark = "" if r.counted else "*"
+            lines.append(
+                f"{name:<34} {r.kind + mark:<6} {r.macs / 1e6:9.3f} {r.t_op:3d} {r.b_w:3d} "
+                f"{r.b_in:4d} {r.budget:4d} {r.fr:6.3f} {r.density:6.3f} {r.s_ace / scale:9.4f} "
+                f"{r.sops / scale:9.4f} {r.ns_ace / scale:9.4f} {r.params / 1e3:9.1f}"
+            )
+        if max_rows is not None and len(self.layers) > max_rows:
+            lines.append(f"... {len(self.layers) - max_rows} more layers")
+        t = self.totals
+        lines.append("-" * len(head))
+        lines.append(
+            f"{'total':<34} {'':<6} {t['macs'] / 1e6:9.3f} {'':>3} {'':>3} {'':>4} {'':>4} "
+            f"{'':>6} {'':>6} {t['s_ace'] / scale:9.4f} {t['sops'] / scale:9.4f} "
+            f"{t['ns_ace'] / scale:9.4f} {self.params / 1e3:9.1f}"
+        )
+        alloc = f"{self.bits} (budget {self.bits.budget})" if self.bits else "float model"
+        lines.append(
+            f"allocation {alloc}; counting={self.counting}; params {self.params / 1e6:.4f} M, "
+            f"params_16 {self.params_16 / 1e6:.4f} M ({self.size_bytes / 2**20:.2f} MiB); "
+            f"firing rates from {self.firing_rates_from}"
+        )
+        lines.append(
+            f"energy per sample: conventional (E_MAC {self.energy_model.e_mac_pj} pJ, E_AC "
+            f"{self.energy_model.e_ac_pj} pJ) {t['energy_conventional_pj'] / 1e6:.4f} uJ; "
+            f"bit budget (e_bit {self.energy_model.e_bit_pj:.4g} pJ) "
+            f"{t['energy_bits_pj'] / 1e6:.4f} uJ (peak {t['energy_bits_peak_pj'] / 1e6:.4f} uJ)"
+        )
+        if any(not r.counted for r in self.layers):
+            lines.append("* not counted under counting='paper' (products of two activations)")
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.table()
+
+
+def _batches(data: Iterable, max_batches: int) -> Iterable[Tensor]:
+    for i, item in enumerate(data):
+        if i >= max_batches:
+            break
+        yield item[0] if isinstance(item, (tuple, list)) else item
+
+
+def _param_bits(model: nn.Module, default_w: int) -> dict[int, int]:
+    """Bits of each parameter (by id): its layer's ``b_w``; layers without weight bits (batch
+    norm, ...) count at the model's ``b_w``, as they fold into the integer program's scales."""
+    out = {}
+    for module in model.modules():
+        bits = getattr(module, "weight_bits_eff", None)
+        for p in module.parameters(recurse=False):
+            out[id(p)] = bits if isinstance(bits, int) else default_w
+    return out
+
+
+def profile(
+    model: nn.Module,
+    example_input: Tensor,
+    *,
+    bits: Bits | str | None = None,
+    data: Iterable | None = None,
+    max_batches: int = 8,
+    input_bits: int | None = 8,
+    counting: Counting = "exact",
+    energy: EnergyModel = DEFAULT_ENERGY,
+    time_major: bool | None = None,
+) -> Profile:
+    """Count the cost of ``model`` on ``example_input`` (SPEC §5). All figures per sample.
+
+    Args:
+        model: any ``nn.Module``: a qsnn model, a plain PyTorch ANN (16-bit weights and
+            activations) or a spiking model from another library (spikes are recognised from
+            their values: non-negative multiples of one scale).
+        example_input: one batch, ``[B, ...]`` static or ``[T, B, ...]`` time-major.
+        bits: the model's allocation, used by ``counting="paper"`` and for parameters with no
+            width of their own; defaults to ``model.bits`` when present.
+        data: iterable of batches (or ``(x, y)`` pairs) to measure firing rates on (at most
+            ``max_batches``); else they are measured on ``example_input``.
+        input_bits: width of the raw input (8 for images); ``None`` infers it from the values
+            (event counts: the bits of the largest count; non-integer floats: 16).
+        counting: ``"exact"`` (what the model computes) or ``"paper"`` (see module docstring).
+        energy: per-operation energies for both estimates.
+        time_major: whether ``example_input`` is ``[T, B, ...]``; default: when it is 5-D.
+    """
+    if counting not in ("exact", "paper"):
+        raise ValueError(f"counting must be 'exact' or 'paper'; got {counting!r}")
+    if not isinstance(example_input, Tensor):
+        raise ValueError(f"example_input must be a tensor; got {type(example_input).__name__}")
+    if input_bits is not None and (not isinstance(input_bits, int) or not 1 <= input_bits <= 32):
+        raise ValueError(f"input_bits must be an integer in 1..32 or None; got {input_bits!r}")
+    if bits is None:
+        bits = getattr(model, "bits", None)
+    bits = Bits.parse(bits) if bits is not None else None
+    if counting == "paper" and bits is None:
+        raise ValueError("counting='paper' needs the model's allocation: pass bits='b_w/b_s/T'")
+    time_major = example_input.dim() == 5 if time_major is None else time_major
+    if time_major and example_input.dim() < 2:
+        raise ValueError(f"time-major input must be [T, B, ...]; got {tuple(example_input.shape)}")
+    steps_in = example_input.shape[0] if time_major else 1
+    batch = example_input.shape[1] if time_major else example_input.shape[0]
+
+    was_training = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        with torch.no_grad():
+            records = run_tracked(model, example_input, steps_in, input_bits, measure=data is None)
+            source = f"example input ({batch} samples)"
+            if data is not None:
+                device = next((p.device for p in model.parameters()), example_input.device)
+                samples = 0
+                for x in _batches(data, max_batches):
+                    x = x.to(device)
+                    t_in = x.shape[0] if time_major else 1
+                    _merge(records, run_tracked(model, x, t_in, input_bits))
+                    samples += x.shape[1] if time_major else x.shape[0]
+                if samples == 0:
+                    raise ValueError("data yielded no batches to measure firing rates on")
+                source = f"data ({samples} samples)"
+    finally:
+        for module, mode in was_training:
+            module.training = mode
+
+    default_w = bits.w_eff if bits is not None else FLOAT_WEIGHT_BITS
+    pbits = _param_bits(model, default_w)
+    seen: set[int] = set()
+    rows = [_row(r, batch, bits, counting, energy, pbits, seen) for r in records]
+    params = sum(p.numel() for p in model.parameters())
+    params_16 = sum(p.numel() * pbits.get(id(p), default_w) / 16 for p in model.parameters())
+    return Profile(rows, params, params_16, bits, counting, input_bits, source, energy)
+
+
+def _merge(into: list[OpRecord], new: list[OpRecord]) -> None:
+    if [r.name for r in into] != [r.name for r in new]:
+        raise ValueError(
+            "the model ran different ops on a data batch than on example_input; "
+            "profile needs the same graph for every batch"
+        )
+    for a, b in zip(into, new, strict=True):
+        a.nonzero += b.nonzero
+        a.numel += b.numel
+        a.ones += b.ones
+        a.bit_slots += b.bit_slots
+        a.density_known = a.density_known and b.density_known
+
+
+def _row(
+    r: OpRecord,
+    batch: int,
+    bits: Bits | None,
+    counting: str,
+    energy: EnergyModel,
+    pbits: dict[int, int],
+    seen: set[int],
+) -> LayerProfile:
+    macs = r.macs_total / (batch * r.steps)
+    if abs(macs - round(macs)) < 1e-6 * max(1.0, macs):
+        macs = float(round(macs))
+    fr = r.nonzero / r.numel if r.numel else 0.0
+    if r.kind == "matmul":
+        b_w, b_in, t_op = r.b_in_b or FLOAT_WEIGHT_BITS, r.b_in, r.steps
+    else:
+        weight_bits = getattr(r.weight_module, "weight_bits_eff", None)
+        b_w = weight_bits if isinstance(weight_bits, int) else FLOAT_WEIGHT_BITS
+        b_in, t_op = r.b_in, r.steps
+    counted = True
+    if counting == "paper":
+        assert bits is not None
+        if r.kind == "matmul":
+            counted = False
+        b_w, b_in, t_op = bits.w_eff, bits.s, bits.t
+    density = r.ones / r.bit_slots if (r.density_known and r.bit_slots) else fr
+    s_ace = macs * b_w * b_in * t_op
+    sops = fr * macs * b_in * t_op
+    events = fr * macs * t_op
+    ns_ace = b_w * sops
+    params = params_16 = 0
+    if r.weight_module is not None and id(r.weight_module) not in seen:
+        seen.add(id(r.weight_module))
+        own = list(r.weight_module.parameters(recurse=False))
+        params = sum(p.numel() for p in own)
+        params_16 = sum(p.numel() * pbits.get(id(p), FLOAT_WEIGHT_BITS) / 16 for p in own)
+    conventional = energy.e_ac_pj * events if r.spiking_input else energy.e_mac_pj * macs * t_op
+    row = LayerProfile(
+        name=r.name,
+        kind=r.kind,
+        macs=macs,
+        t_op=t_op,
+        b_w=b_w,
+        b_in=b_in,
+        budget=b_w * b_in * t_op,
+        fr=fr,
+        density=density,
+        s_ace=s_ace,
+        sops=sops,
+        ns_ace=ns_ace,
+        ns_ace_bits=density * macs * b_w * b_in * t_op,
+        events=events,
+        energy_conventional_pj=conventional,
+        energy_bits_pj=energy.e_bit_pj * ns_ace,
+        params=params,
+        params_16=params_16,
+        spiking_input=r.spiking_input,
+        counted=counted,
+    )
+    if not counted:
+        for key in _TOTALS:
+            if key != "macs":
+                setattr(row, key, 0.0)
+    assert math.isfinite(row.s_ace)
+    return row

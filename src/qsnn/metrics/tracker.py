@@ -1,0 +1,361 @@
+"""Observe a forward pass: every multiply-accumulate op, its operands' bit widths and sparsity.
+
+``OpTracker`` is a ``TorchDispatchMode``: it sees every aten op the model runs (so functional
+matmuls inside attention are seen, not only ``nn.Module`` calls) and keeps, for each tensor, a
+small record (``TensorInfo``) propagated from op inputs to op outputs:
+
+- ``max_level``: the largest integer level the tensor can hold (``None``: dense values); its
+  width is ``bits = bit_length(max_level)``. Set by modules that declare ``output_bits``
+  (neurons, restricted sums: ``2**b - 1``), by the raw input, and propagated by the rules of
+  SPEC §5: rearranging and pooling keep it; a sum of two level tensors adds their largest
+  levels (two ``b``-bit inputs: ``b + 1`` bits; a running residual stream of ``b_s``-bit spikes
+  grows one level range per block, not one bit); anything else is dense.
+- ``scale``: the value of one level (``theta``) when known.
+- ``steps``: how many time steps the tensor spans (``T_op`` of an op reading it). Set by modules
+  that declare ``output_time_steps`` (``StaticEncoder``, ``TimeMean``) and by time-major input;
+  a mean or sum over a dimension of that size brings it back to 1.
+- ``param``: derived from parameters and constants only (so it is a weight operand).
+
+MACs come from ``torch.utils.flop_counter``'s registered formulas (FLOPs / 2), not from
+per-layer formulas written here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+
+import torch
+import torch.nn as nn
+from torch import Tensor
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
+from torch.utils.flop_counter import flop_registry
+from torch.utils.weak import WeakTensorKeyDictionary
+
+__all__ = ["OpRecord", "OpTracker", "TensorInfo", "infer_levels", "level_bits"]
+
+aten = torch.ops.aten
+
+# Ops whose output holds (a rearrangement or subset or average of) the input's levels.
+_KEEP = {
+    "view",
+    "_unsafe_view",
+    "reshape",
+    "_reshape_alias",
+    "permute",
+    "transpose",
+    "t",
+    "expand",
+    "expand_as",
+    "view_as",
+    "clone",
+    "contiguous",
+    "_to_copy",
+    "to",
+    "detach",
+    "alias",
+    "lift_fresh",
+    "squeeze",
+    "unsqueeze",
+    "flatten",
+    "unflatten",
+    "select",
+    "slice",
+    "index",
+    "index_select",
+    "as_strided",
+    "split",
+    "split_with_sizes",
+    "chunk",
+    "unbind",
+    "movedim",
+    "narrow",
+    "repeat",
+    "constant_pad_nd",
+    "flip",
+    "roll",
+    "gather",
+    "cat",
+    "stack",
+    "copy",
+    "_to_dim_order_copy",
+    "max_pool1d",
+    "max_pool2d",
+    "max_pool3d",
+    "max_pool2d_with_indices",
+    "max_pool3d_with_indices",
+    "adaptive_max_pool1d",
+    "adaptive_max_pool2d",
+    "adaptive_max_pool3d",
+    "avg_pool1d",
+    "avg_pool2d",
+    "avg_pool3d",
+    "adaptive_avg_pool1d",
+    "adaptive_avg_pool2d",
+    "_adaptive_avg_pool2d",
+    "adaptive_avg_pool3d",
+    "_adaptive_avg_pool3d",
+    "mean",
+}
+# Multiply-accumulate ops: (index of the left operand, index of the right operand).
+_MAC_OPERANDS = {
+    "convolution": (0, 1),
+    "_convolution": (0, 1),
+    "mm": (0, 1),
+    "bmm": (0, 1),
+    "addmm": (1, 2),
+    "baddbmm": (1, 2),
+}
+_CONV = {"convolution", "_convolution"}
+
+
+def level_bits(max_level: int) -> int:
+    """Bits needed for unsigned levels ``0..max_level`` (at least 1)."""
+    return max(1, int(max_level).bit_length())
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """What the tracker knows about one tensor (see module docstring)."""
+
+    @property
+    def bits(self) -> int | None:
+        return None if self.max_level is None else level_bits(self.max_level)
+
+    max_level: int | None = None
+    scale: float | None = None
+    steps: int = 1
+    param: bool = False
+    raw: bool = False
+
+
+def infer_levels(x: Tensor, max_bits: int = 16) -> tuple[int, float] | None:
+    """``(bits, scale)`` when ``x`` holds non-negative multiples of its smallest non-zero value
+    (spikes of a foreign model), else ``None``. An all-zero tensor is 1-bit with scale 1."""
+    if x.is_complex() or x.dtype == torch.bool or x.numel() == 0:
+        return None
+    xf = x.detach().float()
+    if float(xf.min()) < 0:
+        return None
+    nonzero = xf[xf != 0]
+    if nonzero.numel() == 0:
+        return 1, 1.0
+    scale = float(nonzero.min())
+    ratio = nonzero / scale
+    top = float(ratio.max())
+    if top > 2**max_bits - 1 + 0.5 or float((ratio - ratio.round()).abs().max()) > 1e-3:
+        return None
+    return level_bits(round(top)), scale
+
+
+@dataclass
+class OpRecord:
+    """One multiply-accumulate op seen in the forward pass (one call of one op)."""
+
+    name: str
+    kind: str  # "conv", "linear" or "matmul" (a product of two activations)
+    macs_total: float  # over the whole batch and every step it ran
+    steps: int  # T_op
+    weight_module: nn.Module | None
+    b_in: int  # width of the streamed (left / input) operand; 16 when dense
+    b_in_b: int | None  # width of the other activation operand of a matmul
+    spiking_input: bool  # input holds levels from a spiking module (for the SOP energy)
+    raw_input: bool
+    nonzero: float = 0.0
+    numel: float = 0.0
+    ones: float = 0.0
+    bit_slots: float = 0.0
+    density_known: bool = True
+    shapes: tuple = field(default_factory=tuple)
+
+    def observe(self, x: Tensor, info: TensorInfo, bits: int | None, scale: float | None) -> None:
+        """Accumulate the non-zero count and the 1-bit count of the streamed operand ``x``."""
+        n = x.numel()
+        nz = int(torch.count_nonzero(x))
+        self.nonzero += nz
+        self.numel += n
+        if bits is not None and scale is not None and scale > 0:
+            levels = torch.round(x.detach().double() / scale).clamp_(0, 2**bits - 1).long()
+            ones = sum(int(((levels >> k) & 1).sum()) for k in range(bits))
+            self.ones += ones
+            self.bit_slots += n * bits
+        else:
+            self.density_known = False
+
+
+class OpTracker(TorchDispatchMode):
+    """Dispatch mode that records ``OpRecord``s; module hooks give names and declared widths."""
+
+    def __init__(self, model: nn.Module, input_bits: int | None, measure: bool = True) -> None:
+        super().__init__()
+        self.info = WeakTensorKeyDictionary()
+        self.records: list[OpRecord] = []
+        self.measure = measure
+        self.input_bits = input_bits
+        self._stack: list[str] = []
+        self._names = {m: n for n, m in model.named_modules()}
+        self._modules = {n: m for n, m in model.named_modules()}
+        self._calls: dict[str, int] = {}
+        for tensor in list(model.parameters()) + list(model.buffers()):
+            self.info[tensor] = TensorInfo(param=True)
+        self._handles = []
+        for module in model.modules():
+            self._handles.append(module.register_forward_pre_hook(self._enter))
+            self._handles.append(module.register_forward_hook(self._leave, always_call=True))
+
+    # -- inputs and module hooks ---------------------------------------------------------------
+    def mark_input(self, x: Tensor, steps: int) -> None:
+        """Register the raw model input: ``input_bits`` wide (inferred when None), ``steps``."""
+        if self.input_bits is None:
+            found = infer_levels(x)  # event counts: the bits of the largest count
+            bits, scale = found if found is not None else (16, None)
+        else:
+            bits, scale = self.input_bits, None
+        self.info[x] = TensorInfo(max_level=2**bits - 1, scale=scale, steps=steps, raw=True)
+
+    def close(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+
+    def _enter(self, module: nn.Module, args) -> None:
+        self._stack.append(self._names.get(module, type(module).__name__))
+
+    def _leave(self, module: nn.Module, args, output) -> None:
+        if self._stack:
+            self._stack.pop()
+        if not isinstance(output, Tensor):
+            return
+        info = self.get(output)
+        bits = getattr(module, "output_bits", None)
+        if isinstance(bits, int):
+            theta = getattr(module, "theta", None)
+            scale = float(theta) if theta is not None else None
+            info = replace(info, max_level=2**bits - 1, scale=scale, param=False, raw=False)
+        steps = getattr(module, "output_time_steps", None)
+        if isinstance(steps, int):
+            info = replace(info, steps=steps)
+        self.info[output] = info
+
+    def get(self, x: Tensor) -> TensorInfo:
+        return self.info.get(x, TensorInfo(param=True))
+
+    # -- every op ------------------------------------------------------------------------------
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        name = func.overloadpacket.__name__
+        tensors = [a for a in tree_flatten((args, kwargs))[0] if isinstance(a, Tensor)]
+        infos = [self.get(t) for t in tensors]
+        if name in _MAC_OPERANDS:
+            self._record(func, name, args, kwargs, out)
+        self._propagate(name, args, tensors, infos, out)
+        return out
+
+    def _propagate(self, name, args, tensors, infos, out) -> None:
+        outs = [o for o in tree_flatten(out)[0] if isinstance(o, Tensor)]
+        if not outs:
+            return
+        param = all(i.param for i in infos)
+        steps = max((i.steps for i in infos), default=1)
+        acts = [i for i in infos if not i.param]
+        level, scale = None, None
+        if name in _KEEP and acts and all(i.max_level is not None for i in acts):
+            level = max(i.max_level for i in acts)
+            scales = {i.scale for i in acts}
+            scale = scales.pop() if len(scales) == 1 else None
+        elif name == "add" and len(tensors) == 2 and len(acts) == 2 and not _has_alpha(args):
+            a, b = acts
+            if a.max_level is not None and b.max_level is not None and a.scale == b.scale:
+                level, scale = a.max_level + b.max_level, a.scale
+        elif name in ("mul", "div") and len(acts) == 1 and acts[0].max_level is not None:
+            other = args[1] if tensors and args[0] is tensors[0] else args[0]
+            if isinstance(other, (int, float)) and other > 0:
+                level = acts[0].max_level
+                if acts[0].scale is not None:
+                    scale = acts[0].scale * other if name == "mul" else acts[0].scale / other
+        if name in ("mean", "sum") and steps > 1 and tensors:
+            dims = args[1] if len(args) > 1 and args[1] is not None else range(tensors[0].dim())
+            dims = [dims] if isinstance(dims, int) else list(dims)
+            if any(tensors[0].shape[d] == steps for d in dims):
+                steps = 1  # averaged or summed over time: the result is one step
+        if name == "sum":
+            level, scale = None, None
+        info = TensorInfo(max_level=level, scale=scale, steps=steps, param=param)
+        for o in outs:
+            self.info[o] = info
+
+    def _record(self, func, name, args, kwargs, out) -> None:
+        left_i, right_i = _MAC_OPERANDS[name]
+        left, right = args[left_i], args[right_i]
+        li, ri = self.get(left), self.get(right)
+        if li.param and ri.param:
+            return  # a computation on weights alone (e.g. a reparametrisation), not a layer
+        macs = flop_registry[func.overloadpacket](*args, **kwargs, out_val=out) / 2
+        owner = self._stack[-1] if self._stack else ""
+        module = self._modules.get(owner)
+        if li.param != ri.param:
+            act, act_info = (right, ri) if li.param else (left, li)
+            kind = "conv" if name in _CONV else "linear"
+            weight_module, b_in_b = module, None
+            streamed, other = (act, act_info), None
+        else:
+            kind, weight_module = "matmul", None
+            streamed, other = (left, li), (right, ri)
+        bits, scale, spiking = self._width(*streamed)
+        b_in_b = self._width(*other)[0] if other is not None else None
+        steps = max(streamed[1].steps, other[1].steps if other else 1)
+        if kind == "matmul":
+            key = f"{owner}.matmul" if owner else "matmul"
+        else:
+            key = owner or kind
+        count = self._calls.get(key, 0)
+        self._calls[key] = count + 1
+        label = key if count == 0 else f"{key}#{count}"
+        record = OpRecord(
+            name=label,
+            kind=kind,
+            macs_total=macs,
+            steps=steps,
+            weight_module=weight_module,
+            b_in=bits if bits is not None else 16,
+            b_in_b=b_in_b,
+            spiking_input=spiking,
+            raw_input=streamed[1].raw,
+            shapes=(tuple(left.shape), tuple(right.shape)),
+        )
+        if self.measure:
+            record.observe(streamed[0], streamed[1], bits, scale)
+        self.records.append(record)
+
+    def _width(self, x: Tensor, info: TensorInfo) -> tuple[int | None, float | None, bool]:
+        """(bits, scale, is_spiking) of an activation operand; 16 when dense."""
+        if info.bits is not None:
+            return info.bits, info.scale, not info.raw
+        found = infer_levels(x)
+        if found is not None:
+            return found[0], found[1], True
+        return 16, None, False
+
+
+def _has_alpha(args) -> bool:
+    return len(args) > 2 and args[2] not in (1, 1.0)
+
+
+def run_tracked(
+    model: nn.Module,
+    x: Tensor,
+    steps: int,
+    input_bits: int | None,
+    measure: bool = True,
+    call: Callable[[nn.Module, Tensor], object] | None = None,
+) -> list[OpRecord]:
+    """Run ``model(x)`` under an ``OpTracker`` and return its op records."""
+    tracker = OpTracker(model, input_bits, measure)
+    try:
+        with tracker:
+            tracker.mark_input(x, steps)
+            (call or (lambda m, inp: m(inp)))(model, x)
+    finally:
+        tracker.close()
+    return tracker.records
