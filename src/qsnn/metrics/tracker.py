@@ -176,12 +176,16 @@ class OpRecord:
         self.nonzero += nz
         self.numel += n
         if bits is not None and scale is not None and scale > 0:
-            levels = torch.round(x.detach().double() / scale).clamp_(0, 2**bits - 1).long()
-            ones = sum(int(((levels >> k) & 1).sum()) for k in range(bits))
-            self.ones += ones
-            self.bit_slots += n * bits
-        else:
-            self.density_known = False
+            ratio = x.detach().double() / scale
+            levels = torch.round(ratio)
+            # Bit-planes exist only for whole levels; an averaged input (average pooling) has
+            # none, and its density falls back to the firing rate.
+            if n and float((ratio - levels).abs().max()) < 1e-3:
+                levels = levels.clamp_(0, 2**bits - 1).long()
+                self.ones += sum(int(((levels >> k) & 1).sum()) for k in range(bits))
+                self.bit_slots += n * bits
+                return
+        self.density_known = False
 
 
 class OpTracker(TorchDispatchMode):
@@ -274,11 +278,13 @@ class OpTracker(TorchDispatchMode):
                 level = acts[0].max_level
                 if acts[0].scale is not None:
                     scale = acts[0].scale * other if name == "mul" else acts[0].scale / other
-        if name in ("mean", "sum") and steps > 1 and tensors:
-            dims = args[1] if len(args) > 1 and args[1] is not None else range(tensors[0].dim())
-            dims = [dims] if isinstance(dims, int) else list(dims)
-            if any(tensors[0].shape[d] == steps for d in dims):
-                steps = 1  # averaged or summed over time: the result is one step
+        if name in ("mean", "sum") and steps > 1 and tensors and len(args) > 1:
+            # Only a reduction over the leading (time) dimension alone ends the time axis: a
+            # spatial mean inside FoldTime may reduce a dimension that happens to have size T.
+            dims = [args[1]] if isinstance(args[1], int) else list(args[1] or [])
+            src = tensors[0]
+            if [d % src.dim() for d in dims] == [0] and src.shape[0] == steps:
+                steps = 1
         if name == "sum":
             level, scale = None, None
         info = TensorInfo(max_level=level, scale=scale, steps=steps, param=param)
