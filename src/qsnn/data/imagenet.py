@@ -1,0 +1,276 @@
+"""ImageNet (ILSVRC-2012) from the usual class-folder layout, decoded per batch.
+
+``root/train/<wnid>/*.JPEG`` and ``root/val/<wnid>/*.JPEG`` (the validation images sorted into
+class folders, as the common ``valprep.sh`` does). 1.28 M images do not fit in memory as
+uint8, so :class:`ImageFolderData` keeps the file list and decodes batches in DataLoader
+worker processes with Pillow (the ``vision`` extra): train images get a random resized crop
+(scale 0.08..1, aspect 3/4..4/3, as torchvision's ``RandomResizedCrop``), val images a center
+crop of 87.5 % of the shorter side, both resized to ``image_size``. Each worker returns uint8
+``[3, S, S]``; the flip and the normalization run on the batch, on its device, as for the
+in-memory datasets. The crop of sample ``i`` is fixed by ``(seed, epoch, i)``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from .augment import Augment
+from .base import derive_seed, normalize, resolve_augment, shard_order
+from .errors import CorruptDataError, DataError, MissingDataError, require
+from .registry import register_dataset
+
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "ImageFolderData", "load_image_folder"]
+
+log = logging.getLogger(__name__)
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+IMAGE_EXTENSIONS = frozenset({".jpeg", ".jpg", ".png", ".bmp", ".webp"})
+IMAGENET_OBTAIN = (
+    "ImageNet is never downloaded automatically (its licence needs a sign-up): get ILSVRC-2012 "
+    "from https://image-net.org/ and arrange train/<wnid>/*.JPEG and val/<wnid>/*.JPEG"
+)
+
+
+def _random_resized_box(
+    width: int, height: int, rng: np.random.Generator
+) -> tuple[float, float, float, float]:
+    """torchvision's RandomResizedCrop box (scale 0.08..1, log-uniform aspect 3/4..4/3)."""
+    area = width * height
+    for _ in range(10):
+        target = area * rng.uniform(0.08, 1.0)
+        aspect = math.exp(rng.uniform(math.log(3 / 4), math.log(4 / 3)))
+        cw = round(math.sqrt(target * aspect))
+        ch = round(math.sqrt(target / aspect))
+        if 0 < cw <= width and 0 < ch <= height:
+            left = int(rng.integers(0, width - cw + 1))
+            top = int(rng.integers(0, height - ch + 1))
+            return left, top, left + cw, top + ch
+    side = min(width, height)  # fallback: the central square
+    left, top = (width - side) / 2, (height - side) / 2
+    return left, top, left + side, top + side
+
+
+class _DecodeImages(Dataset):
+    """Decodes file ``i`` to uint8 ``[3, S, S]`` (runs in DataLoader workers)."""
+
+    def __init__(
+        self, files: Sequence[Path], labels: Tensor, size: int, train: bool, seed: int, epoch: int
+    ) -> None:
+        self.files, self.labels = files, labels
+        self.size, self.train, self.seed, self.epoch = size, train, seed, epoch
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
+        pil = require("PIL.Image", "vision", "Pillow")
+        path = self.files[i]
+        try:
+            with pil.open(path) as im:
+                im = im.convert("RGB")
+        except (OSError, ValueError, SyntaxError) as err:
+            raise CorruptDataError(f"{path}: truncated or not an image ({err})") from err
+        w, h = im.size
+        if self.train:
+            rng = np.random.default_rng(derive_seed(self.seed, self.epoch, i, "crop"))
+            box = _random_resized_box(w, h, rng)
+        else:
+            side = 0.875 * min(w, h)
+            left, top = (w - side) / 2, (h - side) / 2
+            box = (left, top, left + side, top + side)
+        im = im.resize((self.size, self.size), pil.Resampling.BILINEAR, box=box)
+        x = torch.from_numpy(np.array(im, dtype=np.uint8)).permute(2, 0, 1)  # HWC -> CHW
+        return x.contiguous(), self.labels[i]
+
+
+@dataclass(frozen=True, eq=False)
+class ImageFolderData:
+    """One split of a class-folder image dataset, decoded per batch (see module docstring)."""
+
+    name: str
+    split: str
+    files: tuple[Path, ...]
+    labels: Tensor
+    classes: tuple[str, ...]
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
+    image_size: int = 224
+    """Side of the square crops."""
+    random_crop: bool = True
+    """Random resized crops (train) or center crops (val)."""
+    augment: Augment | None = None
+    info: Mapping[str, Any] = field(default_factory=dict)
+    kind: str = "static"
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        return (3, self.image_size, self.image_size)
+
+    @property
+    def time_steps(self) -> None:
+        return None
+
+    def class_counts(self) -> list[int]:
+        return torch.bincount(self.labels, minlength=self.num_classes).tolist()
+
+    def subset(self, indices: Tensor | Sequence[int], split: str | None = None) -> ImageFolderData:
+        idx = torch.as_tensor(indices, dtype=torch.long)
+        return replace(
+            self,
+            split=split or self.split,
+            files=tuple(self.files[i] for i in idx.tolist()),
+            labels=self.labels[idx],
+        )
+
+    def to_float(self, x: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
+        return normalize(x, self.mean, self.std, dtype)
+
+    def batches(
+        self,
+        batch_size: int,
+        *,
+        shuffle: bool = False,
+        seed: int = 0,
+        epoch: int = 0,
+        drop_last: bool = False,
+        device: torch.device | str | None = None,
+        augment: bool | Augment | None = None,
+        dtype: torch.dtype = torch.float32,
+        rank: int = 0,
+        world_size: int = 1,
+        workers: int = 4,
+    ) -> ImageBatchIterator:
+        """Batches ``(x [B, 3, S, S] float, y [B])``, like :meth:`TensorData.batches`."""
+        return ImageBatchIterator(
+            self, batch_size, shuffle=shuffle, seed=seed, epoch=epoch, drop_last=drop_last,
+            device=device, augment=augment, dtype=dtype, rank=rank, world_size=world_size,
+            workers=workers,
+        )
+
+
+class ImageBatchIterator:
+    """Batches of an :class:`ImageFolderData` through a DataLoader; ``len()`` is the count."""
+
+    def __init__(
+        self, data: ImageFolderData, batch_size: int, *, shuffle: bool, seed: int, epoch: int,
+        drop_last: bool, device: torch.device | str | None, augment: bool | Augment | None,
+        dtype: torch.dtype, rank: int, world_size: int, workers: int,
+    ) -> None:
+        if batch_size < 1:
+            raise DataError(f"batch_size must be >= 1; got {batch_size}")
+        self.data, self.batch_size, self.drop_last = data, batch_size, drop_last
+        self.device = torch.device(device) if device is not None else torch.device("cpu")
+        self.augment = resolve_augment(data.augment, augment)
+        self.dtype, self.seed, self.epoch, self.rank = dtype, seed, epoch, rank
+        self.workers = workers
+        self.order = shard_order(
+            len(data), shuffle=shuffle, seed=seed, epoch=epoch, drop_last=drop_last, rank=rank,
+            world_size=world_size,
+        ).tolist()
+
+    def __len__(self) -> int:
+        n = len(self.order)
+        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        d = self.data
+        chunks = [
+            self.order[i * self.batch_size : (i + 1) * self.batch_size] for i in range(len(self))
+        ]
+        loader = DataLoader(
+            _DecodeImages(d.files, d.labels, d.image_size, d.random_crop, self.seed, self.epoch),
+            batch_sampler=chunks,
+            num_workers=self.workers,
+            pin_memory=self.device.type == "cuda",
+        )
+        gen = torch.Generator().manual_seed(derive_seed(self.seed, self.epoch, self.rank, "aug"))
+        for x, y in loader:
+            x = x.to(self.device, non_blocking=True)  # uint8 [B, 3, S, S]
+            y = y.to(self.device, non_blocking=True)
+            if self.augment is not None:
+                x = self.augment(x, gen)
+            yield d.to_float(x, self.dtype), y
+
+
+def _scan(folder: Path, classes: Sequence[str]) -> tuple[list[Path], list[int]]:
+    files, labels = [], []
+    for k, cls in enumerate(classes):
+        d = folder / cls
+        if not d.is_dir():
+            raise MissingDataError(f"ImageNet: {d}/ is missing (train/ has class {cls})")
+        found = sorted(p for p in d.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+        files += found
+        labels += [k] * len(found)
+    return files, labels
+
+
+def load_image_folder(
+    root: Path, split: str, *, download: bool = False, image_size: int = 224
+) -> ImageFolderData:
+    """ImageNet's ``train``/``val`` class folders (``test`` reads ``val``)."""
+    require("PIL.Image", "vision", "Pillow")
+    if download:
+        raise DataError(IMAGENET_OBTAIN)
+    if image_size < 8:
+        raise DataError(f"image_size must be >= 8; got {image_size}")
+    base = next((b for b in (root, root / "imagenet", root / "ILSVRC2012")
+                 if (b / "train").is_dir() and (b / "val").is_dir()), None)
+    if base is None:
+        raise MissingDataError(
+            f"ImageNet not found: expected {root}/train/<wnid>/*.JPEG and "
+            f"{root}/val/<wnid>/*.JPEG; {IMAGENET_OBTAIN}"
+        )
+    classes = sorted(d.name for d in (base / "train").iterdir() if d.is_dir())
+    if not classes:
+        raise MissingDataError(f"ImageNet: {base}/train/ has no class folders")
+    sub = "train" if split == "train" else "val"
+    files, labels = _scan(base / sub, classes)
+    if not files:
+        raise MissingDataError(f"ImageNet: no images under {base / sub}/<wnid>/")
+    log.info("ImageNet %s: %d images in %d classes under %s", sub, len(files), len(classes), base)
+    return ImageFolderData(
+        name="imagenet",
+        split=sub,
+        files=tuple(files),
+        labels=torch.tensor(labels, dtype=torch.int64),
+        classes=tuple(classes),
+        image_size=image_size,
+        random_crop=split == "train",
+        augment=Augment(flip=True),
+        info={"source": str(base), "image_size": image_size},
+    )
+
+
+@register_dataset(
+    "imagenet",
+    kind="static",
+    title="ImageNet",
+    layout="train/<wnid>/*.JPEG, val/<wnid>/*.JPEG",
+    obtain="https://image-net.org/ (ILSVRC-2012; sign-up needed)",
+    num_classes=1000,
+    splits=("train", "val", "test"),
+    aliases=("ilsvrc2012", "imagenet1k"),
+    description="1.28 M train / 50,000 val images, 1,000 classes, decoded per batch",
+)
+def _imagenet(
+    root: Path, split: str, *, download: bool = False, image_size: int = 224
+) -> ImageFolderData:
+    return load_image_folder(root, split, download=download, image_size=image_size)
