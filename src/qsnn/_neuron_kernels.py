@@ -25,8 +25,9 @@ from .surrogate import Surrogate
 
 log = logging.getLogger(__name__)
 
-#: Smallest per-call element count (``T * N``) for which ``kernel="auto"`` uses the fused kernel.
-FUSED_MIN_NUMEL = 1 << 18
+#: Smallest per-call element count (``T * N``) for which ``kernel="auto"`` uses the fused
+#: kernel: below it the one-off compile (seconds per shape family) is not worth it.
+FUSED_MIN_NUMEL = 1 << 20
 
 
 def _dense_step_layout(step: Tensor) -> bool:
@@ -43,8 +44,10 @@ def _dense_step_layout(step: Tensor) -> bool:
 
 
 def as_time_rows(x: Tensor) -> tuple[Tensor, tuple[int, ...]]:
-    """``x: [T, B, ...]`` -> (``[T, N]`` view of its memory, strides of a dense output).
+    """``x: [T, B, ...]`` -> (rows, strides of a dense ``[T, B, ...]`` output).
 
+    ``rows`` is a contiguous ``[T, N]`` view of ``x``'s memory, or ``[1, N]`` when ``x`` is one
+    step broadcast over ``T`` (``StaticEncoder``), so the fused kernel sees one stride pattern.
     Copies ``x`` only when a step is not a dense block (then it becomes contiguous).
     """
     steps = x.shape[0]
@@ -52,9 +55,8 @@ def as_time_rows(x: Tensor) -> tuple[Tensor, tuple[int, ...]]:
     if not _dense_step_layout(x[0]) or x.stride(0) not in (0, step_numel):
         x = x.contiguous()
     out_strides = (step_numel, *x.stride()[1:])
-    rows = x.as_strided(
-        (steps, step_numel), (x.stride(0), 1), x.storage_offset()
-    )  # [T, B, ...] -> [T, N]
+    kept = 1 if x.stride(0) == 0 and steps > 1 else steps
+    rows = x.as_strided((kept, step_numel), (step_numel, 1), x.storage_offset())  # -> [T|1, N]
     return rows, out_strides
 
 
@@ -68,14 +70,18 @@ def membrane_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.promote_types(dtype, torch.float32)
 
 
+def _step(x: Tensor, t: int) -> Tensor:
+    return x[t] if x.shape[0] > 1 else x[0]  # [1, N]: one step broadcast over T
+
+
 def forward_kernel(
-    x: Tensor, theta: Tensor, beta: float, v_reset: float, levels: int, hard: bool
+    x: Tensor, steps: int, theta: Tensor, beta: float, v_reset: float, levels: int, hard: bool
 ) -> Tensor:
     """Spikes ``s = k * theta`` for ``x: [T, N]``; ``theta`` has the membrane dtype."""
     v = None
     spikes = []
-    for t in range(x.shape[0]):
-        current = x[t].to(theta.dtype)
+    for t in range(steps):
+        current = _step(x, t).to(theta.dtype)
         h = current if v is None else v * beta + current
         u = h / theta
         k = torch.clamp(torch.floor(u), 0, levels)
@@ -86,6 +92,7 @@ def forward_kernel(
 
 def backward_kernel(
     x: Tensor,
+    steps: int,
     grad_s: Tensor,
     theta: Tensor,
     beta: float,
@@ -96,11 +103,10 @@ def backward_kernel(
     need_theta: bool,
 ) -> tuple[Tensor, Tensor | None]:
     """BPTT with the reset detached, recomputing ``u_t = h_t / theta`` from ``x: [T, N]``."""
-    steps = x.shape[0]
     us = []
     v = None
     for t in range(steps):
-        current = x[t].to(theta.dtype)
+        current = _step(x, t).to(theta.dtype)
         h = current if v is None else v * beta + current
         u = h / theta
         us.append(u)
@@ -141,12 +147,12 @@ def _fused(name: str):
 def run(name: str, kernel: str, *args):
     """Run ``forward_kernel``/``backward_kernel`` eagerly or fused, per ``kernel`` policy."""
     global _fused_broken
-    x = args[0]
+    x, steps = args[0], args[1]
     # Under a dispatch mode (qsnn.profile watching every op) the kernel must stay eager.
     watched = _get_current_dispatch_mode() is not None
     fused = not watched and (
         kernel == "fused"
-        or (kernel == "auto" and not _fused_broken and x.numel() >= FUSED_MIN_NUMEL)
+        or (kernel == "auto" and not _fused_broken and steps * x.shape[1] >= FUSED_MIN_NUMEL)
     )
     if fused:
         try:

@@ -87,7 +87,8 @@ class _SpikePatternFn(torch.autograd.Function):
             else torch.tensor(float(theta), dtype=acc, device=x.device)
         )
         rows, strides = _kernels.as_time_rows(x)  # [T, B, ...] -> [T, N]
-        spikes = _kernels.run("forward", kernel, rows, theta_t, beta, v_reset, levels, hard)
+        steps = x.shape[0]
+        spikes = _kernels.run("forward", kernel, rows, steps, theta_t, beta, v_reset, levels, hard)
         ctx.args = (beta, v_reset, levels, hard, surrogate, kernel, learn_theta)
         ctx.shape, ctx.strides = x.shape, strides
         ctx.save_for_backward(rows, theta_t)
@@ -101,11 +102,15 @@ class _SpikePatternFn(torch.autograd.Function):
             grad_out = torch.empty_strided(
                 ctx.shape, ctx.strides, dtype=grad_out.dtype, device=grad_out.device
             ).copy_(grad_out)
-        grad_rows = grad_out.as_strided(rows.shape, (rows.shape[1], 1), grad_out.storage_offset())
+        steps, step_numel = ctx.shape[0], rows.shape[1]
+        grad_rows = grad_out.as_strided(
+            (steps, step_numel), (step_numel, 1), grad_out.storage_offset()
+        )  # [T, B, ...] -> [T, N]
         grad_x, grad_theta = _kernels.run(
             "backward",
             kernel,
             rows,
+            steps,
             grad_rows,
             theta_t,
             beta,

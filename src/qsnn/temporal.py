@@ -66,7 +66,8 @@ class FoldTime(nn.Module):
     """Run a stateless module on ``[T, B, ...]`` by folding ``T`` into the batch.
 
     ``FoldTime(nn.Conv2d(...))`` maps ``[T, B, C, H, W] -> [T, B, C', H', W']``. The wrapped
-    module is ``self.module``; ``output_bits`` passes through (pooling keeps the input width).
+    module is ``self.module``. (``qsnn.profile`` follows level widths through the folded ops
+    itself: pooling keeps the input's width.)
     """
 
     def __init__(self, module: nn.Module) -> None:

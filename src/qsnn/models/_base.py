@@ -1,0 +1,71 @@
+"""What every zoo model shares: its allocation, input description, and ``set_bits``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch.nn as nn
+
+from ..allocation import Bits, BitsPolicy, apply_bits
+from ..temporal import StaticEncoder
+from .layers import to_2tuple
+
+__all__ = ["SpikingModel"]
+
+
+class SpikingModel(nn.Module):
+    """Base class of the zoo: time-major spiking classifiers built at one bit allocation.
+
+    Attributes:
+        bits: the default allocation ``b_w/b_s/T`` (a ``Bits``).
+        policy: the ``BitsPolicy`` applied (default plus per-layer overrides).
+        num_classes: number of logits.
+        input_size: native ``(C, H, W)`` of one static input.
+
+    Input: a static image ``[B, C, H, W]`` (presented for ``T = bits.t`` steps) or time-major
+    frames ``[T, B, C, H, W]`` with ``T = bits.t``. Output: logits ``[B, num_classes]``, the mean
+    over ``T`` of the per-step logits. No state is kept between calls.
+    """
+
+    bits: Bits
+    policy: BitsPolicy
+    num_classes: int
+    input_size: tuple[int, int, int]
+
+    def _init_io(
+        self, num_classes: int, in_channels: int, img_size: int | tuple[int, int]
+    ) -> tuple[int, int]:
+        """Validate and store ``num_classes`` and ``input_size``; returns ``(H, W)``."""
+        for name, value in (("num_classes", num_classes), ("in_channels", in_channels)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1; got {value!r}")
+        height, width = to_2tuple(img_size)
+        self.num_classes = num_classes
+        self.input_size = (in_channels, height, width)
+        return height, width
+
+    @property
+    def time_steps(self) -> int:
+        """``T``, the number of time steps of the allocation."""
+        return self.bits.t
+
+    def set_bits(
+        self, bits: Bits | str | BitsPolicy, overrides: Mapping[str, object] | None = None
+    ) -> BitsPolicy:
+        """Apply an allocation (and per-layer overrides) to every layer, ``T`` included.
+
+        Replaces the previous allocation and overrides. Conv/linear layers take ``b_w``, neurons
+        and restricted sums ``b_s``, every ``StaticEncoder`` ``T``. Returns the policy applied.
+        """
+        policy = apply_bits(self, bits, overrides)
+        for module in self.modules():
+            if isinstance(module, StaticEncoder):
+                module.time_steps = policy.t
+        self.policy = policy
+        self.bits = policy.default
+        return policy
+
+    def extra_repr(self) -> str:
+        over = f", overrides={dict(self.policy.overrides)}" if self.policy.overrides else ""
+        return (f"bits={self.bits}{over}, num_classes={self.num_classes}, "
+                f"input_size={self.input_size}")

@@ -1,0 +1,360 @@
+"""Building blocks shared by the model zoo, made only of qsnn's foundation modules.
+
+- ``LayerFactory``: builds every quantized conv/linear at the model's ``b_w`` and every neuron at
+  its ``b_s`` (SPEC §3: first and last layer included), with the model's neuron settings.
+- ``ConvBN`` (stateless, ``[N, C, H, W]``), ``ConvBNNeuron`` and ``LinearBNNeuron`` (time-major:
+  the stateless part folded over ``T``, then a ``SpikeNeuron``).
+- ``SEWAdd`` (alias ``RestrictedAdd``): the paper's restricted spike-element-wise ADD,
+  ``out = clamp(round(a/theta) + round(b/theta), 0, L) * theta`` (SPEC §6).
+- ``LevelQuantizer``: a stateless ``b_s``-bit quantizer (paper Eq. 2, applied to each step on
+  its own) used to restrict Spikformer's attention matrices to ``b_s`` bits.
+- ``SpikingStem``: the first conv + batch norm, run once on a static image through
+  ``StaticEncoder`` (``T_op = 1``) or folded over time for ``[T, B, C, H, W]`` input, then a neuron.
+
+Every module whose output is integer levels times a scale declares ``output_bits`` (read by
+``qsnn.profile``): ``SpikeNeuron`` (and so ``LevelQuantizer``) and ``SEWAdd``.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn as nn
+from torch import Tensor
+
+from ..allocation import Bits, LayerBits, check_spike_bits
+from ..neurons import SpikeNeuron
+from ..quant import QuantConv2d, QuantLinear
+from ..surrogate import Surrogate
+from ..temporal import FoldTime, StaticEncoder, fold_time
+
+__all__ = [
+    "NEURON_KWARGS",
+    "QUANT_KWARGS",
+    "ConvBN",
+    "ConvBNNeuron",
+    "LayerFactory",
+    "LevelQuantizer",
+    "LinearBNNeuron",
+    "RestrictedAdd",
+    "SEWAdd",
+    "SpikingStem",
+    "to_2tuple",
+]
+
+#: Neuron settings a model accepts through ``neuron={...}``: every keyword of ``SpikeNeuron``
+#: (``tau``, ``theta``, ``reset``, ``surrogate``, ``kernel``, ...); ``b_s`` comes from ``bits``.
+NEURON_KWARGS = frozenset(
+    name for name, p in inspect.signature(SpikeNeuron.__init__).parameters.items()
+    if p.kind is inspect.Parameter.KEYWORD_ONLY
+)
+#: Weight-quantizer settings a model accepts through ``quant={...}`` (``b_w`` comes from ``bits``).
+QUANT_KWARGS = frozenset({"per_channel", "learn_scale"})
+
+
+def to_2tuple(value: int | tuple[int, int] | list[int], name: str = "img_size") -> tuple[int, int]:
+    """``224 -> (224, 224)``; a pair passes through. Raises ``ValueError`` for anything else."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        pair = (value, value)
+    elif isinstance(value, (tuple, list)) and len(value) == 2:
+        pair = (value[0], value[1])
+    else:
+        raise ValueError(f"{name} must be an int or a pair (H, W); got {value!r}")
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in pair):
+        raise ValueError(f"{name} must hold positive integers; got {value!r}")
+    return pair
+
+
+def _check_kwargs(given: Mapping[str, Any] | None, allowed: frozenset[str], what: str) -> dict:
+    given = dict(given or {})
+    unknown = sorted(set(given) - allowed)
+    if unknown:
+        raise ValueError(
+            f"{what} settings {unknown} are not supported; expected some of {sorted(allowed)}"
+        )
+    return given
+
+
+@dataclass(frozen=True)
+class LayerFactory:
+    """Makes a model's layers at one allocation, so every model builds them the same way.
+
+    Args:
+        bits: the model's default allocation; conv/linear layers get ``b_w = bits.w`` and neurons
+            ``b_s = bits.s`` (``apply_bits`` later applies per-layer overrides).
+        neuron: ``SpikeNeuron`` settings for every neuron (``tau``, ``theta``, ``reset``,
+            ``v_reset``, ``learn_theta``, ``surrogate``, ``kernel``); defaults are the neuron's.
+        quant: weight-quantizer settings for every conv/linear (``per_channel``, ``learn_scale``).
+    """
+
+    bits: Bits
+    neuron: Mapping[str, Any] = field(default_factory=dict)
+    quant: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "bits", Bits.parse(self.bits))
+        object.__setattr__(self, "neuron", _check_kwargs(self.neuron, NEURON_KWARGS, "neuron"))
+        object.__setattr__(self, "quant", _check_kwargs(self.quant, QUANT_KWARGS, "quant"))
+
+    @property
+    def theta(self) -> float:
+        """The shared firing threshold (spike scale) of the model's neurons."""
+        return float(self.neuron.get("theta", 1.0))
+
+    def conv(
+        self, cin: int, cout: int, kernel_size: int, stride: int = 1, padding: int | None = None,
+        *, bias: bool = False,
+    ) -> QuantConv2d:
+        """``b_w``-bit ``Conv2d`` (``padding`` defaults to ``kernel_size // 2``)."""
+        pad = kernel_size // 2 if padding is None else padding
+        return QuantConv2d(cin, cout, kernel_size, stride=stride, padding=pad, bias=bias,
+                           bits_w=self.bits.w, **self.quant)
+
+    def linear(self, fin: int, fout: int, *, bias: bool = True) -> QuantLinear:
+        """``b_w``-bit ``Linear``."""
+        return QuantLinear(fin, fout, bias, bits_w=self.bits.w, **self.quant)
+
+    def neuron_module(self, *, theta_scale: float = 1.0) -> SpikeNeuron:
+        """``b_s``-bit ``SpikeNeuron``; ``theta_scale`` multiplies the shared threshold."""
+        kw = dict(self.neuron)
+        kw["theta"] = self.theta * theta_scale
+        return SpikeNeuron(self.bits.s, **kw)
+
+    def quantizer(self, *, theta: float) -> LevelQuantizer:
+        """Stateless ``b_s``-bit ``LevelQuantizer`` with step ``theta``."""
+        kw = {k: v for k, v in self.neuron.items() if k in ("surrogate", "kernel")}
+        return LevelQuantizer(self.bits.s, theta=theta, **kw)
+
+    def sew_add(self) -> SEWAdd:
+        """Restricted ``b_s``-bit ADD on the shared threshold."""
+        return SEWAdd(self.bits.s, theta=self.theta)
+
+    def conv_bn(
+        self, cin: int, cout: int, kernel_size: int, stride: int = 1, padding: int | None = None,
+    ) -> ConvBN:
+        return ConvBN(self.conv(cin, cout, kernel_size, stride, padding), nn.BatchNorm2d(cout))
+
+    def conv_bn_neuron(
+        self, cin: int, cout: int, kernel_size: int, stride: int = 1, padding: int | None = None,
+    ) -> ConvBNNeuron:
+        return ConvBNNeuron(self.conv(cin, cout, kernel_size, stride, padding),
+                            nn.BatchNorm2d(cout), self.neuron_module())
+
+    def linear_bn_neuron(
+        self, fin: int, fout: int, *, bias: bool = True, theta_scale: float = 1.0,
+    ) -> LinearBNNeuron:
+        return LinearBNNeuron(self.linear(fin, fout, bias=bias), nn.BatchNorm1d(fout),
+                              self.neuron_module(theta_scale=theta_scale))
+
+
+class ConvBN(nn.Module):
+    """Stateless ``conv -> batch norm`` on ``[N, C, H, W]`` (a stem, or a residual shortcut)."""
+
+    def __init__(self, conv: nn.Conv2d, bn: nn.BatchNorm2d) -> None:
+        super().__init__()
+        self.conv = conv
+        self.bn = bn
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.bn(self.conv(x))
+
+
+class ConvBNNeuron(nn.Module):
+    """``conv -> batch norm`` folded over time, then a neuron.
+
+    ``[T, B, C, H, W] -> [T, B, C', H', W']``.
+    """
+
+    def __init__(self, conv: nn.Conv2d, bn: nn.BatchNorm2d, sn: SpikeNeuron) -> None:
+        super().__init__()
+        self.conv = conv
+        self.bn = bn
+        self.sn = sn
+
+    def _conv_bn(self, x: Tensor) -> Tensor:
+        return self.bn(self.conv(x))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.sn(fold_time(self._conv_bn, x))  # [T, B, ...] -> [T*B, ...] -> [T, B, ...]
+
+
+class LinearBNNeuron(nn.Module):
+    """Token-wise ``linear -> batch norm -> neuron``: ``[T, B, N, D] -> [T, B, N, D']``.
+
+    The same layer as Spikformer's ``1x1 conv -> BatchNorm1d`` over ``[T*B, D, N]``: batch-norm
+    statistics are taken per channel over every step, sample and token.
+    """
+
+    def __init__(self, linear: nn.Linear, bn: nn.BatchNorm1d, sn: SpikeNeuron) -> None:
+        super().__init__()
+        self.linear = linear
+        self.bn = bn
+        self.sn = sn
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.linear(x)  # [T, B, N, D] -> [T, B, N, D']
+        y = self.bn(y.flatten(0, -2)).view_as(y)  # [T, B, N, D'] -> [T*B*N, D'] -> [T, B, N, D']
+        return self.sn(y)
+
+
+class _RestrictedAddFn(torch.autograd.Function):
+    """``clamp(round(a/theta) + round(b/theta), 0, L) * theta``; gradient 1 inside the clamp."""
+
+    @staticmethod
+    def forward(ctx, a: Tensor, b: Tensor, theta: float, levels: int) -> Tensor:  # type: ignore[override]
+        if theta == 1.0:
+            k = torch.round(a) + torch.round(b)
+        else:
+            k = torch.round(a / theta) + torch.round(b / theta)
+        inside = (k >= 0) & (k <= levels)
+        ctx.save_for_backward(inside)
+        k.clamp_(0, levels)
+        return k if theta == 1.0 else k.mul_(theta)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):  # type: ignore[override]
+        (inside,) = ctx.saved_tensors
+        g = grad * inside.to(grad.dtype)
+        return g, g, None, None
+
+
+class SEWAdd(nn.Module):
+    """The restricted spike-element-wise ADD of SEW-ResNet (Shen et al., CVPR 2024; SPEC §6).
+
+    Both inputs are spikes on one shared threshold ``theta`` (``s = k * theta``); their integer
+    levels are added and clamped back to ``b_s`` bits, so the next layer's input really is
+    ``b_s``-bit (the unrestricted SEW ADD of Fang et al. 2021 would widen it to ``b_s + 1``):
+
+        out = clamp(round(a / theta) + round(b / theta), 0, L) * theta,    L = 2**b_s - 1
+
+    Gradient: straight-through, ``d out / d a = d out / d b = 1`` where the level sum lies in
+    ``[0, L]`` and 0 where the clamp binds. With ``b_s = 1`` this is a logical OR of two spike
+    trains. Inputs on another grid (a learned threshold) are rounded to this one.
+
+    ``b_s`` comes from ``set_layer_bits`` like a neuron's, so ``qsnn.apply_bits`` and per-layer
+    overrides reach it; ``output_bits`` tells ``qsnn.profile`` its output width.
+    """
+
+    def __init__(self, bits_s: int = 1, *, theta: float = 1.0) -> None:
+        super().__init__()
+        self.bits_s = check_spike_bits(bits_s, "bits_s")
+        if isinstance(theta, bool) or not isinstance(theta, (int, float)) or not theta > 0:
+            raise ValueError(f"theta (shared threshold) must be a number > 0; got {theta!r}")
+        self.theta = float(theta)
+
+    @property
+    def levels(self) -> int:
+        """Non-zero levels ``L = 2**b_s - 1``."""
+        return (1 << self.bits_s) - 1
+
+    @property
+    def output_bits(self) -> int:
+        """Width of the output in bits of integer levels (read by ``qsnn.profile``)."""
+        return self.bits_s
+
+    def set_layer_bits(self, bits: LayerBits) -> None:
+        """Take ``b_s`` from a per-layer allocation (see ``qsnn.apply_bits``)."""
+        self.bits_s = check_spike_bits(bits.s, "bits_s")
+
+    def forward(self, a: Tensor, b: Tensor) -> Tensor:
+        if a.shape != b.shape:
+            raise ValueError(
+                f"{type(self).__name__} adds two spike tensors of one shape; got {tuple(a.shape)} "
+                f"and {tuple(b.shape)}"
+            )
+        return _RestrictedAddFn.apply(a, b, self.theta, self.levels)
+
+    def to_levels(self, out: Tensor) -> Tensor:
+        """Integer levels (int32) of an output of this module."""
+        with torch.no_grad():
+            return torch.round(out.float() / self.theta).to(torch.int32)
+
+    def extra_repr(self) -> str:
+        return f"bits_s={self.bits_s}, theta={self.theta:g}"
+
+
+#: The name SPEC §5 uses for a sum that the model restricts to ``b_s`` bits.
+RestrictedAdd = SEWAdd
+
+
+class LevelQuantizer(SpikeNeuron):
+    """A stateless ``b_s``-bit quantizer on ``[T, B, ...]``: each step quantized on its own.
+
+    The neuron of paper Eq. 6-7 at ``T = 1`` (Eq. 2): ``clamp(floor(x / theta), 0, L) * theta``
+    with the neuron's surrogate gradient; no membrane is carried between steps (the ``T`` steps
+    are folded into the batch). Spikformer uses it to restrict the attention matrix ``Q K^T`` of
+    each step to ``b_s`` bits. It is a ``SpikeNeuron``, so ``output_bits``, ``set_layer_bits``
+    and ``to_levels`` behave the same.
+    """
+
+    def __init__(
+        self,
+        bits_s: int = 1,
+        *,
+        theta: float = 1.0,
+        surrogate: Surrogate | str | None = None,
+        kernel: str = "auto",
+    ) -> None:
+        super().__init__(bits_s, tau=1.0, theta=theta, surrogate=surrogate, kernel=kernel)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() < 2:
+            raise ValueError(
+                f"{type(self).__name__} expects [T, B, ...] input; got {tuple(x.shape)}"
+            )
+        steps, batch = x.shape[:2]
+        y = super().forward(x.flatten(0, 1).unsqueeze(0))  # [T, B, ...] -> [1, T*B, ...]
+        return y.squeeze(0).unflatten(0, (steps, batch))  # [1, T*B, ...] -> [T, B, ...]
+
+
+class SpikingStem(nn.Module):
+    """The first layer: ``conv -> batch norm`` (stateless), a neuron, and an optional pool.
+
+    A static image ``[B, C, H, W]`` goes through ``StaticEncoder(T, conv_bn)``: the conv runs
+    once and its output is presented for ``T`` steps (``T_op = 1`` in ``qsnn.profile``).
+    Time-major input ``[T, B, C, H, W]`` (event frames) is used as it is, the conv folded over
+    time; its ``T`` must equal the allocation's ``T`` (the budget counts ``T`` steps).
+    Output: ``[T, B, C', H', W']`` spikes.
+    """
+
+    def __init__(
+        self,
+        time_steps: int,
+        conv_bn: nn.Module,
+        sn: SpikeNeuron,
+        pool: nn.Module | None = None,
+        *,
+        in_channels: int,
+    ) -> None:
+        super().__init__()
+        self.encoder = StaticEncoder(time_steps, conv_bn)
+        self.sn = sn
+        self.pool = FoldTime(pool) if pool is not None else None
+        self.in_channels = in_channels
+
+    @property
+    def time_steps(self) -> int:
+        return self.encoder.time_steps
+
+    def forward(self, x: Tensor) -> Tensor:
+        steps, chans = self.encoder.time_steps, self.in_channels
+        if x.dim() == 4 and x.shape[1] == chans:
+            x = self.encoder(x)  # [B, C, H, W] -> [T, B, C', H', W'] (conv run once)
+        elif x.dim() == 5 and x.shape[2] == chans:
+            if x.shape[0] != steps:
+                raise ValueError(
+                    f"time-major input has T={x.shape[0]} steps but the allocation has T={steps}; "
+                    f"expected [{steps}, B, {chans}, H, W], got {tuple(x.shape)}"
+                )
+            x = fold_time(self.encoder.stem, x)  # [T, B, C, H, W] -> [T, B, C', H', W']
+        else:
+            raise ValueError(
+                f"expected a static image [B, {chans}, H, W] or time-major frames "
+                f"[{steps}, B, {chans}, H, W]; got shape {tuple(x.shape)}"
+            )
+        x = self.sn(x)
+        return x if self.pool is None else self.pool(x)
