@@ -85,9 +85,9 @@ def forward_kernel(
         h = current if v is None else v * beta + current
         u = h / theta
         k = torch.clamp(torch.floor(u), 0, levels)
-        spikes.append(k * theta)
+        spikes.append((k * theta).to(x.dtype))  # cast per step: no float32 [T, N] buffer
         v = torch.where(u >= 1, v_reset, h) if hard else h - k * theta
-    return torch.stack(spikes).to(x.dtype)  # T x [N] -> [T, N]
+    return torch.stack(spikes)  # T x [N] -> [T, N]
 
 
 def backward_kernel(
@@ -124,13 +124,13 @@ def backward_kernel(
         grad_h = gs * g  # dL/ds * ds/dh = dL/ds * theta * g(u) / theta
         if grad_v is not None:
             grad_h = grad_h + (torch.where(u < 1, grad_v, 0.0) if hard else grad_v)
-        grads[t] = grad_h
+        grads[t] = grad_h.to(x.dtype)
         if need_theta:
             # ds/dtheta = k + theta * dk/dtheta = k - g(u) * u
             term = (gs * (torch.clamp(torch.floor(u), 0, levels) - g * u)).sum()
             grad_theta = term if grad_theta is None else grad_theta + term
         grad_v = grad_h * beta
-    return torch.stack(grads).to(x.dtype), grad_theta  # T x [N] -> [T, N]
+    return torch.stack(grads), grad_theta  # T x [N] -> [T, N]
 
 
 _compiled: dict[str, object] = {}

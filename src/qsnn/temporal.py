@@ -78,6 +78,22 @@ class FoldTime(nn.Module):
         return fold_time(self.module, x)
 
 
+class _RepeatTime(torch.autograd.Function):
+    """``[B, ...] -> [T, B, ...]`` as a broadcast view; backward sums over ``T`` into a gradient
+    with the input's memory layout (autograd's own ``expand`` backward returns a contiguous one,
+    which pushes a channels-last batch norm before it off its fast path)."""
+
+    @staticmethod
+    def forward(ctx, x, steps):  # type: ignore[override]
+        return x.unsqueeze(0).expand(steps, *x.shape)
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[override]
+        out = torch.empty_like(grad[0])
+        torch.sum(grad, dim=0, out=out)
+        return out, None
+
+
 class StaticEncoder(nn.Module):
     """Present a static input ``[B, ...]`` for ``T`` steps: ``[T, B, ...]`` (direct encoding).
 
@@ -95,7 +111,7 @@ class StaticEncoder(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if self.stem is not None:
             x = self.stem(x)
-        return x.unsqueeze(0).expand(self.time_steps, *x.shape)  # [B, ...] -> [T, B, ...]
+        return _RepeatTime.apply(x, self.time_steps)  # [B, ...] -> [T, B, ...]
 
     @property
     def output_time_steps(self) -> int:
