@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 
@@ -120,6 +121,78 @@ def _cmd_profile(args: argparse.Namespace) -> int:
     return 0
 
 
+def _setup_logging(verbose: bool = True) -> None:
+    import logging
+
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING, format="%(message)s", stream=sys.stderr
+    )
+
+
+def _train_config(args: argparse.Namespace):
+    from .train import TrainConfig
+
+    values = {}
+    for name in TrainConfig.__dataclass_fields__:
+        value = getattr(args, name, None)
+        if value is not None:
+            values[name] = value
+    if args.override:
+        values["overrides"] = dict(_parse_override(o) for o in args.override)
+    return TrainConfig(**values)
+
+
+def _parse_override(text: str) -> tuple[str, object]:
+    pattern, sep, value = text.partition("=")
+    if not sep or not pattern:
+        raise ValueError(f"--override must look like PATTERN=BITS (e.g. 'stem.*=8'); got {text!r}")
+    return pattern, int(value) if value.isdigit() else value
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .train import train
+
+    _setup_logging()
+    config = _train_config(args)
+    out = args.out or f"runs/{config.model}-{config.dataset}-{config.bits.replace('/', '-')}"
+    result = train(config, out, resume=args.resume)
+    if result is not None and int(os.environ.get("RANK", "0")) == 0:
+        sel = result["selection"]
+        print(
+            f"{config.model} on {config.dataset} at {config.bits}: test accuracy "
+            f"{100 * result['test_acc_best']:.2f}% ({sel}, epoch {result['best_epoch']}), "
+            f"last epoch {100 * result['test_acc_last']:.2f}%; "
+            f"{result['train_images_per_s']:.0f} train images/s; wrote {out}/result.json"
+        )
+    return 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from .metrics import profile
+    from .train import evaluate, load_run
+
+    model, config, data = load_run(args.run_dir, which=args.which)
+    if args.time_steps is not None:
+        if not hasattr(model, "set_bits"):
+            raise ValueError("this model cannot change its number of time steps")
+        model.set_bits(model.bits.replace(t=args.time_steps), config.overrides)
+    test = evaluate(model, data.test, batch_size=256)
+    print(
+        f"{args.run_dir}: {config.model} on {config.dataset} at {model.bits}: test accuracy "
+        f"{100 * test['acc']:.2f}% on {test['n']} samples ({args.which} weights, float32)"
+    )
+    example, _ = next(iter(data.test.batches(2)))
+    result = profile(
+        model,
+        example,
+        data=data.test.batches(256),
+        max_batches=args.batches,
+        input_bits=8 if data.test.kind == "static" else None,
+    )
+    print(result.table())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="qsnn",
@@ -161,6 +234,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", help="also write the profile to this JSON file")
     p.set_defaults(func=_cmd_profile)
 
+    p = sub.add_parser("train", help="train a model at one allocation")
+    _add_train_args(p)
+    p.add_argument("--out", help="run directory (default runs/MODEL-DATASET-BITS)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("eval", help="re-evaluate a finished run and print its profile")
+    p.add_argument("run_dir", help="a run directory written by `qsnn train`")
+    p.add_argument("--time-steps", type=int, help="evaluate at another T")
+    p.add_argument("--which", choices=("best", "last"), default="best")
+    p.add_argument("--batches", type=int, default=8, help="test batches for firing rates")
+    p.set_defaults(func=_cmd_eval)
+
     p = sub.add_parser("models", help="list the registered models")
     p.set_defaults(func=_cmd_models)
 
@@ -174,6 +260,38 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_train_args(p: argparse.ArgumentParser) -> None:
+    """One flag per ``TrainConfig`` field that a person sets from the shell."""
+    p.add_argument("--model", help="registered model (default small_convnet)")
+    p.add_argument("--dataset", help="registered dataset (default digits, embedded)")
+    p.add_argument("--bits", help="allocation b_w/b_s/T (default 4/4/1)")
+    p.add_argument(
+        "--override",
+        action="append",
+        metavar="PATTERN=BITS",
+        help="per-layer width, e.g. 'stem.*=8' or 'head=8/8' (repeatable)",
+    )
+    p.add_argument("--data-root", help="folder with the dataset's files (default $QSNN_DATA)")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--weight-decay", type=float)
+    p.add_argument("--warmup-epochs", type=float)
+    p.add_argument("--label-smoothing", type=float)
+    p.add_argument("--mixup", type=float)
+    p.add_argument("--cutmix", type=float)
+    p.add_argument("--no-augment", dest="augment", action="store_false", default=None)
+    p.add_argument("--val-size", type=int, help="held-out training samples (0: none)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"))
+    p.add_argument("--no-channels-last", dest="channels_last", action="store_false", default=None)
+    p.add_argument("--compile", action="store_true", default=None)
+    p.add_argument("--device")
+    p.add_argument("--threads", type=int)
+    p.add_argument("--deterministic", action="store_true", default=None)
+    p.add_argument("--no-progress", dest="progress", action="store_false", default=None)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -182,6 +300,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as err:
         print(f"qsnn: error: {err}", file=sys.stderr)
         return 2
+    except RuntimeError as err:
+        # Training stops (non-finite loss, Ctrl-C) say what happened and what was kept.
+        from .train import NonFiniteLossError, TrainingInterrupted
+
+        if isinstance(err, TrainingInterrupted):
+            print(f"qsnn: {err}", file=sys.stderr)
+            return 130
+        if isinstance(err, NonFiniteLossError):
+            print(f"qsnn: error: {err}", file=sys.stderr)
+            return 3
+        raise
     except BrokenPipeError:  # output piped into `head` and closed early
         sys.stderr.close()
         return 0
