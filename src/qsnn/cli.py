@@ -193,6 +193,43 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from .sweep import build_report, dry_run, plan_sweep, sweep
+
+    _setup_logging()
+    weights = [int(w) for w in args.weights.split(",")] if args.weights else None
+    explicit = args.allocations.split(",") if args.allocations else None
+    plan = plan_sweep(args.budget, weights=weights, explicit=explicit, powers_of_two=not args.any)
+    base = _train_config(args)
+    if args.dry_run:
+        rows = dry_run(base, plan)
+        print(f"{len(plan)} allocations of {base.model} on {base.dataset} (cheapest first):")
+        print(f"{'b_w/b_s/T':>10} {'budget':>6} {'params_16(M)':>12} {'S-ACE(G)':>10}")
+        for row in rows:
+            print(
+                f"{row['bits']:>10} {row['budget']:>6} {row['params_16'] / 1e6:12.4f} "
+                f"{row['s_ace'] / 1e9:10.4f}"
+            )
+        return 0
+    out = args.out or f"runs/sweep-{base.model}-{base.dataset}-b{args.budget or 'list'}"
+    sweep(base, plan, out, seeds=args.seeds)
+    report = build_report(out)
+    print(report.table())
+    print("\n".join(report.findings()))
+    print(f"report: {out}/report.md, {out}/report.html")
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from .sweep import build_report
+
+    report = build_report(args.sweep_dir)
+    print(report.table())
+    print("\n".join(report.findings()))
+    print(f"report: {args.sweep_dir}/report.md, {args.sweep_dir}/report.html")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="qsnn",
@@ -239,6 +276,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="run directory (default runs/MODEL-DATASET-BITS)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("sweep", help="train every allocation of a bit budget and report")
+    p.add_argument("--budget", type=int, help="bit budget T*b_w*b_s")
+    p.add_argument("--weights", help="only these b_w, comma-separated (e.g. 1,2,4)")
+    p.add_argument("--allocations", help="explicit list, e.g. 4/4/1,1/1/16")
+    p.add_argument("--any", action="store_true", help="allow fields that are not powers of two")
+    p.add_argument("--seeds", type=int, default=1, help="seeds per allocation (default 1)")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="list the allocations and their S-ACE without training",
+    )
+    p.add_argument("--out", help="sweep directory (default runs/sweep-MODEL-DATASET-bBUDGET)")
+    _add_train_args(p)
+    p.set_defaults(func=_cmd_sweep)
+
+    p = sub.add_parser("report", help="rebuild a sweep's report from its finished runs")
+    p.add_argument("sweep_dir")
+    p.set_defaults(func=_cmd_report)
 
     p = sub.add_parser("eval", help="re-evaluate a finished run and print its profile")
     p.add_argument("run_dir", help="a run directory written by `qsnn train`")
