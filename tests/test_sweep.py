@@ -1,0 +1,114 @@
+"""Sweeps (issue 7): files written, resume after a kill, impossible budgets, --dry-run."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from qsnn import Bits
+from qsnn.metrics import profile
+from qsnn.models import create_model
+from qsnn.sweep import build_report, dry_run, plan_sweep, sweep
+from qsnn.train import TrainConfig
+
+pytest.importorskip("sklearn")  # the embedded digits dataset
+
+QSNN = [sys.executable, "-m", "qsnn.cli"]
+TINY = dict(model="small_convnet", dataset="digits", epochs=1, batch_size=64, lr=2e-3,
+            precision="fp32", progress=False, profile_batches=1, threads=1)
+
+
+def _flags() -> list[str]:
+    return ["--model", "small_convnet", "--dataset", "digits", "--epochs", "1",
+            "--batch-size", "64", "--precision", "fp32", "--threads", "1", "--no-progress"]
+
+
+def test_plan_orders_cheapest_first_and_covers_the_budget() -> None:
+    plan = plan_sweep(4)
+    # Every allocation of budget 4 (powers of two): w in {1, 2, 4}, by hand.
+    assert {str(b) for b in plan} == {"1/1/4", "1/2/2", "1/4/1", "2/1/2", "2/2/1", "4/1/1"}
+    assert [b.t for b in plan] == sorted(b.t for b in plan)
+    assert [str(b) for b in plan_sweep(4, weights=[1])] == ["1/4/1", "1/2/2", "1/1/4"]
+
+
+def test_impossible_budget_is_a_clear_error() -> None:
+    with pytest.raises(ValueError, match="budget 7"):
+        plan_sweep(7)  # prime > 2 with b_w, b_s, T powers of two
+    with pytest.raises(ValueError, match="budget 4"):
+        plan_sweep(4, explicit=["1/1/2"])
+    with pytest.raises(ValueError, match="b_w"):
+        plan_sweep(8, weights=[16])  # 16/1/1 has budget 16, not 8
+    proc = subprocess.run([*QSNN, "sweep", "--budget", "13", "--dry-run"], capture_output=True,
+                          text=True)
+    assert proc.returncode == 2
+    assert "budget 13" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_dry_run_s_ace_equals_profile() -> None:
+    base = TrainConfig(**TINY)
+    plan = [Bits.parse("1/4/1"), Bits.parse("2/1/2")]
+    rows = dry_run(base, plan)
+    for row, bits in zip(rows, plan, strict=True):
+        model = create_model("small_convnet", bits=str(bits), num_classes=10, in_channels=1,
+                             img_size=8)
+        expected = profile(model, torch.rand(3, 1, 8, 8)).s_ace
+        assert row["s_ace"] == expected
+        assert row["bits"] == str(bits)
+
+
+def test_tiny_sweep_writes_every_file(tmp_path: Path) -> None:
+    base = TrainConfig(**TINY)
+    plan = [Bits.parse("1/2/1"), Bits.parse("2/1/1")]
+    results = sweep(base, plan, tmp_path, seeds=1)
+    assert len(results) == 2
+    report = build_report(tmp_path)
+    for name in ("sweep.json", "results.csv", "results.jsonl", "report.md", "report.html",
+                 "accuracy_vs_sace.png", "allocation.png", "firing_rates.png"):
+        assert (tmp_path / name).is_file(), name
+        assert (tmp_path / name).stat().st_size > 0, name
+    lines = (tmp_path / "results.jsonl").read_text().splitlines()
+    assert sorted(json.loads(line)["bits"] for line in lines) == ["1/2/1", "2/1/1"]
+    header = (tmp_path / "results.csv").read_text().splitlines()[0].split(",")
+    for column in ("bits", "params", "params_16", "s_ace", "ns_ace", "sops",
+                   "energy_conventional_uj", "energy_bits_uj", "test_acc_best",
+                   "test_acc_last", "wall_time_s"):
+        assert column in header
+    md = (tmp_path / "report.md").read_text()
+    assert "Best allocation" in md and "1/2/1" in md and "2/1/1" in md
+    html = (tmp_path / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == 3
+    assert "1/2/1" in report.table()
+
+
+def test_killed_sweep_resumes_only_the_remaining_run(tmp_path: Path) -> None:
+    out = tmp_path / "sw"
+    cmd = [*QSNN, "sweep", "--allocations", "1/2/1,2/1/1", "--out", str(out), *_flags()]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    # Cheapest first: (T, b_s, b_w) puts 2/1/1 before 1/2/1.
+    assert [str(b) for b in plan_sweep(explicit=["1/2/1", "2/1/1"])] == ["2/1/1", "1/2/1"]
+    first = out / "runs" / "2-1-1-seed0" / "result.json"
+    deadline = time.monotonic() + 240
+    while not first.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert first.exists(), "the first run never finished"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    second = out / "runs" / "1-2-1-seed0" / "result.json"
+    assert not second.exists(), "the sweep finished before it could be killed"
+    before = first.read_bytes()
+    mtime = first.stat().st_mtime_ns
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "finished before, skipped" in done.stderr
+    assert first.read_bytes() == before and first.stat().st_mtime_ns == mtime
+    assert second.exists()
+    assert (out / "report.md").exists()
