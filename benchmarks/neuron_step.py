@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import time
@@ -122,6 +123,7 @@ def main() -> None:
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "cpu": platform.processor() or platform.machine(),
+        "load_average_1m": os.getloadavg()[0],
         "ms_per_step": ms,
         "ratio_neuron_vs_relu_1_4_1": ratio_relu,
         "ratio_T4_vs_T1_1_1": ratio_t,

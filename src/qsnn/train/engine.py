@@ -379,6 +379,12 @@ def fit(
                     handle.write(json.dumps(row) + "\n")
             if env.main:
                 log.info(_epoch_line(row, config.epochs))
+    except KeyboardInterrupt:
+        # Ctrl-C outside a training step (evaluation, checkpointing): the last checkpoint holds.
+        raise TrainingInterrupted(
+            f"interrupted after epoch {state['epoch']}; "
+            + (f"{out / CHECKPOINT} holds it; continue with --resume" if out else "no --out")
+        ) from None
     finally:
         if env.world > 1 and dist.is_initialized():
             dist.barrier()
