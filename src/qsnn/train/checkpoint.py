@@ -44,7 +44,15 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # truncated zip, wrong format, unsafe pickle ...
-        raise CheckpointError(f"checkpoint {path} is corrupt or unreadable: {err}") from None
+        # torch's messages run over several lines and advise weights_only=False: keep the
+        # first line only, and say something when there is nothing to say.
+        reason = next((line.strip() for line in str(err).splitlines() if line.strip()), "")
+        if path.stat().st_size == 0:
+            reason = "the file is empty"
+        elif reason.startswith("Weights only load failed") or "legacy .tar format" in reason:
+            reason = "not a PyTorch zip checkpoint"
+        reason = reason or type(err).__name__
+        raise CheckpointError(f"checkpoint {path} is corrupt or unreadable: {reason}") from None
     if not isinstance(state, dict) or "model" not in state or "epoch" not in state:
         raise CheckpointError(f"{path} is not a qsnn training checkpoint")
     return state

@@ -12,6 +12,18 @@ __all__ = ["TrainConfig"]
 _PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
+def _valid_device(name: str) -> bool:
+    if name == "auto":
+        return True
+    try:
+        import torch
+
+        torch.device(name)
+    except (RuntimeError, TypeError, ValueError):
+        return False
+    return True
+
+
 @dataclass
 class TrainConfig:
     """A training run. The CLI flag of each field is ``--`` plus its name with ``-`` for ``_``.
@@ -93,6 +105,8 @@ class TrainConfig:
             ("val_size", self.val_size is None or self.val_size >= 0, "an integer >= 0"),
             ("precision", self.precision in _PRECISIONS, f"one of {_PRECISIONS}"),
             ("profile_batches", self.profile_batches >= 0, "an integer >= 0"),
+            ("threads", self.threads is None or self.threads >= 1, "an integer >= 1"),
+            ("device", _valid_device(self.device), "auto, cpu, cuda or cuda:N"),
         ]
         for name, ok, want in checks:
             if not ok:

@@ -22,7 +22,9 @@ import logging
 import math
 import os
 import platform
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -246,6 +248,32 @@ def evaluate(
 
 
 # -- the loop ----------------------------------------------------------------------------------
+class _DeferInterrupt:
+    """Hold Ctrl-C until the training step in progress is complete (a step interrupted half
+    way has updated batch-norm statistics, or some of the weights, but not the step count).
+    A second Ctrl-C stops at once, without saving."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.forced = False
+        self._previous = None
+
+    def __enter__(self) -> _DeferInterrupt:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:
+            self.forced = True
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
 def _progress(iterable, total: int, enabled: bool, desc: str):
     if enabled:
         try:
@@ -273,9 +301,6 @@ def fit(
     """
     env = _setup_env(config)
     out = Path(out_dir) if out_dir is not None else None
-    if out is not None and env.main:
-        out.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(out / "config.json", config.to_dict())
     torch.manual_seed(config.seed)
 
     model = model.to(env.device)
@@ -313,6 +338,8 @@ def fit(
             f"{out} already holds a run; pass --resume to continue it or choose another --out"
         )
     if out is not None and env.main:
+        out.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(out / "config.json", config.to_dict())
         _rewrite_metrics(out, state["history"])
 
     net: nn.Module = model
@@ -432,7 +459,9 @@ def _train_epoch(
         f"epoch {epoch + 1}/{config.epochs}",
     )
     step = 0
+    interrupt = _DeferInterrupt()
     try:
+        interrupt.__enter__()
         tick = time.perf_counter()
         for step, (x, y) in enumerate(bar):
             if step < skip:  # resuming inside an epoch: these batches were trained on
@@ -464,6 +493,8 @@ def _train_epoch(
                 dtype=torch.float64,
             )
             state["step"] = step + 1
+            if interrupt.requested:  # Ctrl-C during this step: stop at its end
+                raise KeyboardInterrupt
             if hasattr(bar, "set_postfix") and step % 10 == 0:
                 now = time.perf_counter()
                 bar.set_postfix(
@@ -471,8 +502,12 @@ def _train_epoch(
                     acc=f"{sums[1] / sums[2]:.3f}",
                     img_s=f"{sums[2] / max(1e-9, elapsed + now - tick):.0f}",
                 )
+        if interrupt.requested:  # Ctrl-C after the last step: still honoured
+            raise KeyboardInterrupt
         elapsed += time.perf_counter() - tick
     except KeyboardInterrupt:
+        if interrupt.forced:  # second Ctrl-C mid-step: keep the last consistent checkpoint
+            raise
         elapsed += time.perf_counter() - tick
         state["partial"] = {
             "loss": float(sums[0]),
@@ -487,6 +522,7 @@ def _train_epoch(
             f"{out / CHECKPOINT if out else '(no --out)'}; continue with --resume"
         ) from None
     finally:
+        interrupt.__exit__()
         if hasattr(bar, "close"):
             bar.close()
     if env.world > 1:
