@@ -149,6 +149,19 @@ def infer_levels(x: Tensor, max_bits: int = 16) -> tuple[int, float] | None:
     return level_bits(round(top)), scale
 
 
+_POPCOUNT_8 = torch.tensor([bin(i).count("1") for i in range(256)], dtype=torch.int64)
+
+
+def _popcount(levels: Tensor) -> int:
+    """Total number of 1-bits of non-negative int32 ``levels`` below ``2**16``."""
+    table = _POPCOUNT_8.to(levels.device)
+    ones = int(table[levels & 255].sum())
+    high = levels >> 8
+    if bool(high.any()):
+        ones += int(table[high & 255].sum())
+    return ones
+
+
 @dataclass
 class OpRecord:
     """One multiply-accumulate op seen in the forward pass (one call of one op)."""
@@ -175,14 +188,13 @@ class OpRecord:
         nz = int(torch.count_nonzero(x))
         self.nonzero += nz
         self.numel += n
-        if bits is not None and scale is not None and scale > 0:
-            ratio = x.detach().double() / scale
+        if bits is not None and bits <= 16 and scale is not None and scale > 0:
+            ratio = x.detach().float() / scale  # levels <= 65535 are exact in float32
             levels = torch.round(ratio)
             # Bit-planes exist only for whole levels; an averaged input (average pooling) has
             # none, and its density falls back to the firing rate.
             if n and float((ratio - levels).abs().max()) < 1e-3:
-                levels = levels.clamp_(0, 2**bits - 1).long()
-                self.ones += sum(int(((levels >> k) & 1).sum()) for k in range(bits))
+                self.ones += _popcount(levels.clamp_(0, 2**bits - 1).to(torch.int32))
                 self.bit_slots += n * bits
                 return
         self.density_known = False
