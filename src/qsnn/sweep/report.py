@@ -366,22 +366,32 @@ def _figures(report: Report, out: Path) -> list[str]:
     by_w: dict[int, list[dict[str, Any]]] = defaultdict(list)
     for r in rows:
         by_w[r["b_w"]].append(r)
+    several_budgets = len({r["budget"] for r in rows}) > 1
     for w, group in sorted(by_w.items()):
         group.sort(key=lambda r: (r["budget"], r["T"]))
-        labels = [
-            f"{r['b_s']}/{r['T']}"
-            + (f" ({r['budget']})" if len({g["budget"] for g in group}) > 1 else "")
-            for r in group
-        ]
-        ax.errorbar(
-            labels,
+        line = ax.errorbar(
+            [r["T"] for r in group],
             [100 * r["acc"] for r in group],
             yerr=[100 * r["acc_std"] for r in group],
             marker="o",
             capsize=3,
             label=f"b_w = {w}",
         )
-    ax.set_xlabel("b_s / T (spike bits / time steps)")
+        for r in group:
+            tag = f"{r['b_s']}/{r['T']}" + (f" (BB {r['budget']})" if several_budgets else "")
+            ax.annotate(
+                tag,
+                (r["T"], 100 * r["acc"]),
+                textcoords="offset points",
+                xytext=(5, -12),
+                fontsize=7,
+                color=line[0].get_color(),
+            )
+    ax.set_xscale("log", base=2)
+    ticks = sorted({r["T"] for r in rows})
+    ax.set_xticks(ticks)
+    ax.set_xticklabels([str(t) for t in ticks])
+    ax.set_xlabel("time steps T (the rest of the budget goes to spike bits: labels b_s/T)")
     ax.set_ylabel("test accuracy (%)")
     ax.set_title("Splitting the budget between spike bits and time steps")
     ax.legend()
