@@ -230,6 +230,87 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_hw(args: argparse.Namespace) -> int:
+    from .hardware import Accelerator, estimate_model
+
+    accel = Accelerator()
+    if args.array:
+        accel = accel.with_array(args.array)
+    changes = {"clock_hz": args.clock, "dma_bytes_per_cycle": args.dma}
+    accel = accel.replace(**{k: v for k, v in changes.items() if v is not None})
+    size = _parse_size(args.input_size)
+    img_size = size[-2:] if size and len(size) >= 2 else (size[0] if size else None)
+    in_channels = size[0] if size and len(size) == 3 else None
+    reports = [
+        estimate_model(args.model, b.strip(), accel=accel, num_classes=args.num_classes,
+                       img_size=img_size, in_channels=in_channels)
+        for b in args.bits.split(",")
+    ]
+    if args.json == "-":
+        print(json.dumps([r.to_dict() for r in reports] if len(reports) > 1
+                         else reports[0].to_dict(), indent=2))
+        return 0
+    for report in reports:
+        print(report.table())
+        print()
+    if len(reports) > 1:
+        first = reports[0]
+        print(f"{'b_w/b_s/T':>10} {'T*b_s':>6} {'cycles':>12} {'fps':>9} {'x cycles':>9} "
+              f"{'energy(uJ)':>11}")
+        for r in reports:
+            print(f"{r.bits!s:>10} {r.bits.t * r.bits.s:6d} {r.cycles:12,d} {r.fps:9.1f} "
+                  f"{r.cycles / first.cycles:9.3f} {r.totals['energy_pj'] / 1e6:11.1f}")
+    if args.json:
+        from .io import write_json_atomic
+
+        write_json_atomic(args.json, [r.to_dict() for r in reports] if len(reports) > 1
+                          else reports[0].to_dict())
+        print(f"wrote {args.json}")
+    return 0
+
+
+def _cmd_deploy(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .deploy import convert
+    from .train import load_run
+
+    model, config, data = load_run(args.run_dir, which=args.which)
+    test = data.test
+    if test.kind != "static":
+        raise ValueError(f"qsnn deploy supports static image datasets; {test.name} is {test.kind}")
+    program = convert(model, mean=test.mean, std=test.std, input_size=test.sample_shape)
+    program.source.update(run_dir=str(args.run_dir), dataset=config.dataset, weights=args.which)
+    path = program.save(Path(args.out) if args.out else Path(args.run_dir) / "deploy")
+    print(program.summary())
+    print(f"wrote {path} and {path.with_name('manifest.json')}")
+    return 0
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .deploy import load_program, verify_run
+
+    stored = Path(args.program) if args.program else Path(args.run_dir) / "deploy"
+    use_stored = bool(args.program) or (stored / "program.npz").is_file()
+    program = load_program(stored) if use_stored else None
+    report, _ = verify_run(args.run_dir, program=program, which=args.which,
+                           batch_size=args.batch_size, limit=args.limit, bitserial=not args.dense)
+    source = f"stored program {stored}" if use_stored else "program converted now"
+    print(f"{args.run_dir} ({source}): {report.summary()}")
+    if args.json:
+        from .io import write_json_atomic
+
+        write_json_atomic(args.json, report.to_dict())
+        print(f"wrote {args.json}")
+    if report.agreement < args.min_agreement:
+        print(f"qsnn: agreement {100 * report.agreement:.2f}% is below "
+              f"{100 * args.min_agreement:.2f}%", file=sys.stderr)
+        return 1
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="qsnn",
@@ -313,6 +394,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=200, help="training steps (default 200)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("hw", help="cycles, latency, fps and energy on the bit-serial accelerator")
+    p.add_argument("--model", required=True, help="registered model name (see `qsnn models`)")
+    p.add_argument("--bits", required=True, help="allocation b_w/b_s/T, or a comma list")
+    p.add_argument("--array", help="PE array ROWSxCOLS (default 32x16)")
+    p.add_argument("--clock", type=float, help="clock in Hz (default 200e6)")
+    p.add_argument("--dma", type=float, help="DMA bytes per cycle (default 16)")
+    p.add_argument("--input-size", help="CxHxW or HxW or H (default: the model's own)")
+    p.add_argument("--num-classes", type=int, help="classifier width (default: the model's)")
+    p.add_argument("--json", nargs="?", const="-", metavar="PATH",
+                   help="print JSON instead of the table, or also write it to PATH")
+    p.set_defaults(func=_cmd_hw)
+
+    p = sub.add_parser("deploy", help="convert a trained run into an integer program (.npz)")
+    p.add_argument("run_dir", help="a run directory written by `qsnn train`")
+    p.add_argument("--out", help="output folder or .npz (default RUN_DIR/deploy)")
+    p.add_argument("--which", choices=("best", "last"), default="best")
+    p.set_defaults(func=_cmd_deploy)
+
+    p = sub.add_parser("verify", help="run the integer program on the test set, compare")
+    p.add_argument("run_dir", help="a run directory written by `qsnn train`")
+    p.add_argument("--program", help="a stored program (default RUN_DIR/deploy if present)")
+    p.add_argument("--which", choices=("best", "last"), default="best")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--limit", type=int, help="only the first N test samples")
+    p.add_argument("--dense", action="store_true", help="integer but not bit-serial (faster)")
+    p.add_argument("--min-agreement", type=float, default=0.995,
+                   help="exit 1 below this prediction agreement (default 0.995)")
+    p.add_argument("--json", help="also write the report to this JSON file")
+    p.set_defaults(func=_cmd_verify)
     return parser
 
 

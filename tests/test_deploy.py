@@ -1,0 +1,352 @@
+"""Tests of integer deployment (SPEC §9): conversion, bit-serial integer execution, export, and
+agreement with the trained model evaluated in float32 without autocast.
+
+Two tiny small_convnet runs are trained here on the embedded digits (8x8, a few seconds each);
+the other checks use untrained nets with randomised batch-norm statistics (negative scales
+included) on random uint8 images.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+from qsnn import FoldTime, QuantConv2d, QuantLinear, SpikeNeuron, StaticEncoder, TimeMean
+from qsnn.cli import main
+from qsnn.data import TensorData
+from qsnn.deploy import convert, load_program, verify, verify_run
+from qsnn.deploy.fixedpoint import neuron_fixed_point, output_fixed_point
+from qsnn.deploy.program import OutputLayer, SpikingLayer
+from qsnn.models import ConvBN, ConvBNNeuron, LevelQuantizer, LinearBNNeuron, create_model
+
+MEAN, STD = (0.45, 0.5, 0.4), (0.25, 0.2, 0.3)
+
+
+def _randomise_bn(model: nn.Module, seed: int = 0, negative: bool = True) -> nn.Module:
+    """Batch-norm statistics and affine parameters far from their defaults (gamma < 0 too)."""
+    gen = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            n = m.num_features
+            m.running_mean.copy_(torch.rand(n, generator=gen) - 0.5)
+            m.running_var.copy_(0.5 + 1.5 * torch.rand(n, generator=gen))
+            low = -1.0 if negative else 0.2
+            m.weight.data.copy_(low + (2.0 - low) * torch.rand(n, generator=gen))
+            m.bias.data.copy_(torch.rand(n, generator=gen) - 0.2)
+    return model.eval()
+
+
+def _data(n: int = 64, chans: int = 3, size: int = 8, seed: int = 0) -> TensorData:
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randint(0, 256, (n, chans, size, size), generator=gen, dtype=torch.uint8)
+    y = torch.randint(0, 5, (n,), generator=gen)
+    return TensorData("random", "test", x, y, tuple("abcde"), mean=MEAN[:chans], std=STD[:chans])
+
+
+def _check_exact(model, program, data):
+    report = verify(model, program, data, batch_size=32)
+    assert report.level_mismatches == 0, report.summary()
+    assert report.agreement == 1.0
+    assert report.within_tolerance, report.summary()
+    return report
+
+
+# --------------------------------------------------------------------------------------------
+# Trained runs: 4/2/2 and 1/4/1
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    from qsnn.train import TrainConfig, train
+
+    out = {}
+    threads = torch.get_num_threads()  # threads=1: fast on a busy CPU; restored below
+    for bits in ("4/2/2", "1/4/1"):
+        config = TrainConfig(
+            bits=bits, epochs=8, batch_size=128, lr=5e-3, warmup_epochs=0.5, val_size=0,
+            precision="fp32", channels_last=False, progress=False, profile_batches=0,
+            threads=1,
+            model_options={"widths": (16, 32, 32, 32, 32), "neuron": {"kernel": "eager"}},
+        )
+        run_dir = tmp_path_factory.mktemp(f"run-{bits.replace('/', '-')}")
+        result = train(config, run_dir)
+        out[bits] = (run_dir, result)
+    torch.set_num_threads(threads)
+    return out
+
+
+@pytest.mark.parametrize("bits", ["4/2/2", "1/4/1"])
+def test_trained_model_agrees(runs, bits):
+    """The whole digits test set: predictions agree on >= 99.5 % and, where every spike
+    agrees, the logits lie within the fixed-point + float32 tolerance."""
+    run_dir, result = runs[bits]
+    assert result["test_acc_last"] > 0.5  # a trained model, not chance (10 classes)
+    report, program = verify_run(run_dir)
+    assert report.samples == 359
+    assert report.agreement >= 0.995, report.summary()
+    assert report.spike_exact >= 0.99, report.summary()
+    assert report.within_tolerance, report.summary()
+    assert report.max_logit_error_exact <= report.max_tolerance_exact
+    assert abs(report.accuracy_integer - report.accuracy_float) <= 0.005
+    assert program.source["bits"] == bits
+
+
+def test_cli_deploy_then_verify(runs, tmp_path, capsys):
+    run_dir, _ = runs["4/2/2"]
+    assert main(["deploy", str(run_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "wrote" in out and "spiking" in out
+    manifest = json.loads((run_dir / "deploy" / "manifest.json").read_text())
+    assert manifest["format"] == "qsnn-integer-program" and manifest["time_steps"] == 2
+    kinds = [layer["type"] for layer in manifest["layers"]]
+    assert kinds[0] == "spiking" and kinds[-1] == "output" and "maxpool" in kinds
+    first = manifest["layers"][0]
+    assert first["bits_w"] == 4 and first["bits_in"] == 8 and first["bits_s"] == 2
+    assert first["arrays"]["weight"].startswith("int8")
+    report_path = tmp_path / "verify.json"
+    assert main(["verify", str(run_dir), "--json", str(report_path)]) == 0
+    out = capsys.readouterr().out
+    assert "stored program" in out and "agree on" in out
+    assert json.loads(report_path.read_text())["agreement"] >= 0.995
+
+
+def test_cli_errors(tmp_path, capsys):
+    assert main(["deploy", str(tmp_path)]) == 2
+    assert "not a qsnn run directory" in capsys.readouterr().err
+    bad = tmp_path / "prog.npz"
+    bad.write_bytes(b"not a zip")
+    assert main(["verify", str(tmp_path), "--program", str(bad)]) == 2
+    assert "not a readable qsnn integer program" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------------------------
+# Layer types, folding and the file
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bits", ["2/2/2", "8/1/4", "1/3/1"])
+def test_small_convnet_every_spike_exact(bits):
+    """QuantConv2d + BatchNorm2d (negative scales) + SpikeNeuron, MaxPool2d, Flatten,
+    QuantLinear head, StaticEncoder stem computed once, TimeMean; 3-channel normalization."""
+    model = _randomise_bn(create_model("small_convnet", bits=bits, in_channels=3, img_size=8,
+                                       widths=(8, 16, 16, 16, 16)))
+    program = convert(model, mean=MEAN, std=STD)
+    assert any((layer.direction < 0).any() for layer in program.layers
+               if isinstance(layer, SpikingLayer))
+    _check_exact(model, program, _data())
+
+
+def _sequential_net(t: int = 4) -> nn.Sequential:
+    """Soft reset, IF neuron (tau = 1), tau = 4, v_reset != 0, learned threshold, grouped
+    strided conv, average pools, LinearBNNeuron, 1-bit head."""
+    sn_soft = SpikeNeuron(2, tau=1.0, reset="soft", theta=0.8)
+    sn_hard = SpikeNeuron(1, tau=4.0, theta=0.7, v_reset=0.25)
+    sn_lin = SpikeNeuron(3, learn_theta=True, theta=1.3)
+    return nn.Sequential(
+        StaticEncoder(t, ConvBN(QuantConv2d(3, 8, 3, padding=1, bits_w=3, bias=True),
+                                nn.BatchNorm2d(8))),
+        sn_soft,
+        FoldTime(nn.AvgPool2d(2)),
+        ConvBNNeuron(QuantConv2d(8, 8, 3, stride=2, padding=1, groups=2, bits_w=5),
+                     nn.BatchNorm2d(8), sn_hard),
+        FoldTime(nn.AdaptiveAvgPool2d(1)),
+        FoldTime(nn.Flatten()),
+        LinearBNNeuron(QuantLinear(8, 12, bits_w=2), nn.BatchNorm1d(12), sn_lin),
+        QuantLinear(12, 5, bits_w=1),
+        TimeMean(),
+    )
+
+
+def test_sequential_of_every_supported_layer():
+    model = _randomise_bn(_sequential_net(), seed=1)
+    program = convert(model, mean=MEAN, std=STD, input_size=(3, 8, 8))
+    kinds = [layer.kind for layer in program.layers]
+    assert kinds == ["spiking", "sumpool", "spiking", "sumpool", "flatten", "spiking", "output"]
+    pool = program.layers[1]
+    assert pool.bits_out == 2 + 2  # a 2x2 window sum of 2-bit levels needs 4 bits
+    _check_exact(model, program, _data(seed=1))
+
+
+def test_time_mean_before_the_head():
+    """TimeMean on spikes then a linear head: the levels are summed over T (the 1/T folded
+    into the head), and the logits have no time axis."""
+    model = _randomise_bn(nn.Sequential(
+        StaticEncoder(4, ConvBN(QuantConv2d(3, 4, 3, padding=1, bits_w=4), nn.BatchNorm2d(4))),
+        SpikeNeuron(2),
+        TimeMean(),
+        nn.Flatten(),
+        QuantLinear(4 * 8 * 8, 5, bits_w=4),
+    ), seed=2)
+    program = convert(model, mean=MEAN, std=STD, input_size=(3, 8, 8))
+    assert [layer.kind for layer in program.layers] == ["spiking", "timesum", "flatten",
+                                                        "output"]
+    assert program.layers[1].bits_out == 2 + 2
+    _check_exact(model, program, _data(seed=2))
+
+
+def test_negative_batch_norm_scale_flips_the_comparison():
+    """Hand computation. Channel 0: u = a*acc + b with a = -0.5, b = 2 (threshold units).
+    F = ceil(24 + log2 0.5) = 23, so Theta = round(2**23 / 0.5) = 2**24, C = round(2**23 * 2 /
+    -0.5) = -2**25, direction -1. For acc = 2: V = 2 * 2**23 - 2**25 = -2**24 and
+    k = floor(-V / Theta) = 1 = floor(-0.5*2 + 2): the neuron fires when V falls *below*
+    -Theta. Channel 1 (a = 0.5, b = 0) keeps the usual direction: V = 2**24, k = 1."""
+    fx = neuron_fixed_point(np.array([-0.5, 0.5]), np.array([2.0, 0.0]), levels=3, steps=1,
+                            shift=1, hard=True, u_reset=0.0, max_acc=100.0)
+    assert fx.direction.tolist() == [-1, 1]
+    assert fx.frac_bits.tolist() == [23, 23]
+    assert fx.threshold.tolist() == [2**24, 2**24]
+    assert fx.bias.tolist() == [-(2**25), 0]
+    v = 2 * 2**23 + fx.bias
+    k = np.clip(np.floor_divide(fx.direction * v, fx.threshold), 0, 3)
+    assert v.tolist() == [-(2**24), 2**24] and k.tolist() == [1, 1]
+
+    # The same on a model whose every batch-norm scale is negative.
+    model = nn.Sequential(
+        StaticEncoder(2, ConvBN(QuantConv2d(3, 6, 3, padding=1, bits_w=4), nn.BatchNorm2d(6))),
+        SpikeNeuron(2), FoldTime(nn.Flatten()), QuantLinear(6 * 64, 5, bits_w=4), TimeMean(),
+    )
+    bn = model[0].stem.bn
+    _randomise_bn(model, seed=3)
+    bn.weight.data.copy_(-torch.linspace(0.5, 2.0, 6))
+    bn.bias.data.copy_(torch.linspace(0.5, 3.0, 6))
+    program = convert(model, mean=MEAN, std=STD, input_size=(3, 8, 8))
+    assert (program.layers[0].direction == -1).all()
+    report = _check_exact(model, program, _data(seed=3))
+    assert report.spike_exact == 1.0
+
+
+def test_zero_batch_norm_scale_is_a_constant_spike_train():
+    model = nn.Sequential(
+        StaticEncoder(4, ConvBN(QuantConv2d(3, 4, 3, padding=1, bits_w=4), nn.BatchNorm2d(4))),
+        SpikeNeuron(2), FoldTime(nn.Flatten()), QuantLinear(4 * 64, 5, bits_w=4), TimeMean(),
+    )
+    _randomise_bn(model, seed=4)
+    model[0].stem.bn.weight.data[1] = 0.0
+    model[0].stem.bn.bias.data[1] = 0.7  # u = 0.5 u + 0.7: 0.7, 1.05 (fire, reset), 0.7, 1.05
+    program = convert(model, mean=MEAN, std=STD, input_size=(3, 8, 8))
+    layer = program.layers[0]
+    assert layer.direction[1] == 0 and layer.const_levels[1].tolist() == [0, 1, 0, 1]
+    _check_exact(model, program, _data(seed=4))
+
+
+def test_output_fixed_point_hand_values():
+    """y = 0.75 * ACC - 0.5: |a| = 0.75, floor(log2 0.75) = -1, S = 24 - 16 + 1 = 9,
+    M = 0.75 * 2**25 = 25165824, Bo = -0.5 * 2**25 = -16777216. ACC = 3:
+    Y = floor((75497472 - 16777216) / 2**9) = 114688 = 1.75 * 2**16."""
+    fx = output_fixed_point(np.array([0.75]), np.array([-0.5]), max_acc=10.0)
+    assert fx.shift.tolist() == [9] and fx.multiplier.tolist() == [25165824]
+    assert fx.bias.tolist() == [-16777216]
+    assert (3 * fx.multiplier[0] + fx.bias[0]) // 2**9 == 114688 == int(1.75 * 2**16)
+
+
+def test_export_roundtrip_and_bitserial_equals_dense(tmp_path):
+    model = _randomise_bn(create_model("small_convnet", bits="4/2/2", in_channels=3, img_size=8,
+                                       widths=(8, 16, 16, 16, 16)), seed=5)
+    program = convert(model, mean=MEAN, std=STD)
+    path = program.save(tmp_path / "deploy")
+    assert path.name == "program.npz" and (tmp_path / "deploy" / "manifest.json").is_file()
+    loaded = load_program(tmp_path / "deploy")
+    x = _data(16, seed=5).inputs
+    a = program.run(x, trace=True)
+    b = loaded.run(x, trace=True)
+    c = program.run(x, bitserial=False, trace=True)
+    assert torch.equal(a.logits, b.logits) and torch.equal(a.logits, c.logits)
+    for name, levels in a.levels.items():
+        assert torch.equal(levels, b.levels[name]) and torch.equal(levels, c.levels[name])
+        assert levels.dtype == torch.int64 and int(levels.max()) <= 3
+    stored = np.load(path, allow_pickle=False)
+    assert stored["0.weight"].dtype == np.int8 and "manifest" in stored.files
+    assert isinstance(loaded.layers[-1], OutputLayer)
+
+
+def test_run_rejects_bad_input():
+    model = _randomise_bn(create_model("small_convnet", bits="4/2/2", in_channels=3, img_size=8,
+                                       widths=(8, 16, 16, 16, 16)))
+    program = convert(model, mean=MEAN, std=STD)
+    with pytest.raises(ValueError, match="uint8"):
+        program.run(torch.rand(2, 3, 8, 8))
+    with pytest.raises(ValueError, match=r"\[B, 3, 8, 8\]"):
+        program.run(torch.zeros(2, 3, 16, 16, dtype=torch.uint8))
+
+
+# --------------------------------------------------------------------------------------------
+# Clear errors naming what is not supported
+# --------------------------------------------------------------------------------------------
+
+
+def test_unsupported_model_names_the_module():
+    model = create_model("sew_resnet18_cifar", bits="4/2/2")
+    with pytest.raises(ValueError, match=r"'layer1\.0' \(SEWBasicBlock\)"):
+        convert(model)
+
+
+@pytest.mark.parametrize(
+    ("layer", "match"),
+    [
+        (nn.ReLU(), r"'2' \(ReLU\)"),
+        (LevelQuantizer(2), r"'2' \(LevelQuantizer\).*multi-step SpikeNeuron"),
+        (SpikeNeuron(2, tau=1.5), r"tau = 2\*\*m.*tau=1.5"),
+    ],
+)
+def test_unsupported_layer_in_sequential(layer, match):
+    model = nn.Sequential(
+        StaticEncoder(2, ConvBN(QuantConv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4))),
+        SpikeNeuron(2) if not isinstance(layer, SpikeNeuron) else nn.Identity(),
+        layer, FoldTime(nn.Flatten()), QuantLinear(4 * 16, 3), TimeMean(),
+    ).eval()
+    if isinstance(layer, SpikeNeuron):
+        model[1] = nn.Identity()
+    with pytest.raises(ValueError, match=match):
+        convert(model, input_size=(1, 4, 4))
+
+
+def test_float_weights_are_rejected():
+    model = nn.Sequential(
+        StaticEncoder(2, ConvBN(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4))),
+        SpikeNeuron(2), FoldTime(nn.Flatten()), QuantLinear(4 * 16, 3), TimeMean(),
+    ).eval()
+    with pytest.raises(ValueError, match=r"'0\.stem\.conv' \(Conv2d\).*float weights"):
+        convert(model, input_size=(1, 4, 4))
+    model[0].stem.conv = QuantConv2d(1, 4, 3, padding=1, bits_w=32)
+    with pytest.raises(ValueError, match="b_w=32"):
+        convert(model, input_size=(1, 4, 4))
+
+
+# --------------------------------------------------------------------------------------------
+# Real CIFAR-10 (3 normalized channels: the rounded input gains), behind -m slow
+# --------------------------------------------------------------------------------------------
+
+_SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "cifar10"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (_SHARED / "materialize.py").is_file(), reason=f"{_SHARED} is absent")
+@pytest.mark.parametrize("bits", ["4/2/2", "1/4/1"])
+def test_cifar10_agreement(bits, tmp_path_factory):
+    """small_convnet (narrow) trained 2 epochs on a 1,000-per-class CIFAR-10 subset; the
+    integer program on 2,000 real test images agrees on >= 99.5 % of predictions."""
+    pytest.importorskip("PIL")
+    from qsnn.train import TrainConfig, train
+
+    root = tmp_path_factory.getbasetemp() / "cifar10-data"
+    if not (root / "cifar-10-batches-py").is_dir():
+        subprocess.run([sys.executable, str(_SHARED / "materialize.py"), str(root),
+                        "--train-per-class", "1000"], check=True, capture_output=True)
+    config = TrainConfig(
+        dataset="cifar10", data_root=str(root), bits=bits, epochs=2, batch_size=128, lr=3e-3,
+        val_size=0, precision="fp32", channels_last=False, progress=False, profile_batches=0,
+        model_options={"widths": (16, 32, 32, 64, 64), "neuron": {"kernel": "eager"}},
+    )
+    run_dir = tmp_path_factory.mktemp(f"cifar-{bits.replace('/', '-')}")
+    train(config, run_dir)
+    report, _ = verify_run(run_dir, limit=2000, batch_size=100)
+    assert report.agreement >= 0.995, report.summary()
+    assert report.within_tolerance, report.summary()
