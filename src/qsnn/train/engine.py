@@ -615,9 +615,30 @@ def _finish(model, data, config, env, state, out, wall) -> dict[str, Any]:
             model, example, data=batches, max_batches=config.profile_batches, input_bits=kind_bits
         )
         result["profile"] = prof.to_dict()
+        result["hardware"] = _hardware_summary(
+            model, example[:1] if data.test.kind == "static" else example[:, :1], kind_bits
+        )
     if out is not None and env.main:
         write_json_atomic(out / "result.json", result)
     return result
+
+
+def _hardware_summary(model: nn.Module, example: Tensor, input_bits: int | None) -> dict | None:
+    """fps, cycles and latency on the default bit-serial accelerator (``qsnn.hardware``); None
+    for models the accelerator model does not map."""
+    from ..hardware import estimate
+
+    try:
+        report = estimate(model, example, input_bits=input_bits)
+    except ValueError as err:
+        log.info("no hardware estimate: %s", err)
+        return None
+    return {
+        "fps": report.fps,
+        "cycles": report.cycles,
+        "latency_s": report.latency_s,
+        "accelerator": report.accel.to_dict(),
+    }
 
 
 def train(
