@@ -674,3 +674,22 @@ def test_torchrun_two_processes_write_one_result(tmp_path: Path):
     assert state["epoch"] == 2
     assert not any(k.startswith("module.") for k in state["model"])  # unwrapped weights
     assert leftover_temp_files(run) == []
+
+
+def test_resume_keeps_the_saved_config_and_refuses_contradicting_flags(tmp_path: Path) -> None:
+    """``--resume`` continues with config.json: flags left out are not reset to defaults, and a
+    flag that contradicts the run is refused without touching it."""
+    run = tmp_path / "run"
+    base = ["train", "--bits", "2/2/2", "--epochs", "1", "--batch-size", "64", "--lr", "3e-3",
+            "--precision", "fp32", "--threads", "1", "--no-progress", "--out", str(run)]
+    assert qsnn_run(*base, cwd=tmp_path).returncode == 0
+    before = (run / "config.json").read_text()
+    bad = qsnn_run("train", "--out", str(run), "--resume", "--bits", "4/4/1", cwd=tmp_path)
+    assert bad.returncode == 2
+    assert "--bits" in bad.stderr and "2/2/2" in bad.stderr and "Traceback" not in bad.stderr
+    assert (run / "config.json").read_text() == before
+    # No flags at all: the finished run is resumed as it was (its bits, not the default 4/4/1).
+    again = qsnn_run("train", "--out", str(run), "--resume", "--no-progress", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "at 2/2/2" in again.stdout
+    assert json.loads((run / "config.json").read_text())["bits"] == "2/2/2"

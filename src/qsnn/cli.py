@@ -129,7 +129,8 @@ def _setup_logging(verbose: bool = True) -> None:
     )
 
 
-def _train_config(args: argparse.Namespace):
+def _train_values(args: argparse.Namespace) -> dict[str, object]:
+    """The ``TrainConfig`` fields given on the command line (flags left out are absent)."""
     from .train import TrainConfig
 
     values = {}
@@ -137,9 +138,40 @@ def _train_config(args: argparse.Namespace):
         value = getattr(args, name, None)
         if value is not None:
             values[name] = value
-    if args.override:
+    if getattr(args, "override", None):
         values["overrides"] = dict(_parse_override(o) for o in args.override)
-    return TrainConfig(**values)
+    return values
+
+
+def _train_config(args: argparse.Namespace):
+    from .train import TrainConfig
+
+    return TrainConfig(**_train_values(args))
+
+
+# Settings a resumed run may change: they do not affect what it computes.
+_RESUMABLE = {"progress", "threads", "device", "data_root"}
+
+
+def _resume_config(args: argparse.Namespace, run_dir: str):
+    """A resumed run continues with its saved config; flags that contradict it are an error."""
+    from dataclasses import replace
+    from pathlib import Path
+
+    from .train import TrainConfig
+
+    saved = TrainConfig.from_dict(json.loads((Path(run_dir) / "config.json").read_text()))
+    given = _train_values(args)
+    clash = [k for k, v in given.items() if k not in _RESUMABLE and getattr(saved, k) != v]
+    if clash:
+        detail = ", ".join(
+            f"--{k.replace('_', '-')} {given[k]!r} (run: {getattr(saved, k)!r})" for k in clash
+        )
+        raise ValueError(
+            f"--resume continues {run_dir} as it was started; these flags differ "
+            f"from its config.json: {detail}"
+        )
+    return replace(saved, **{k: v for k, v in given.items() if k in _RESUMABLE})
 
 
 def _parse_override(text: str) -> tuple[str, object]:
@@ -155,6 +187,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     _setup_logging()
     config = _train_config(args)
     out = args.out or f"runs/{config.model}-{config.dataset}-{config.bits.replace('/', '-')}"
+    if args.resume and os.path.exists(os.path.join(out, "config.json")):
+        config = _resume_config(args, out)
     result = train(config, out, resume=args.resume)
     if result is not None and int(os.environ.get("RANK", "0")) == 0:
         sel = result["selection"]
@@ -242,29 +276,44 @@ def _cmd_hw(args: argparse.Namespace) -> int:
     img_size = size[-2:] if size and len(size) >= 2 else (size[0] if size else None)
     in_channels = size[0] if size and len(size) == 3 else None
     reports = [
-        estimate_model(args.model, b.strip(), accel=accel, num_classes=args.num_classes,
-                       img_size=img_size, in_channels=in_channels)
+        estimate_model(
+            args.model,
+            b.strip(),
+            accel=accel,
+            num_classes=args.num_classes,
+            img_size=img_size,
+            in_channels=in_channels,
+        )
         for b in args.bits.split(",")
     ]
     if args.json == "-":
-        print(json.dumps([r.to_dict() for r in reports] if len(reports) > 1
-                         else reports[0].to_dict(), indent=2))
+        print(
+            json.dumps(
+                [r.to_dict() for r in reports] if len(reports) > 1 else reports[0].to_dict(),
+                indent=2,
+            )
+        )
         return 0
     for report in reports:
         print(report.table())
         print()
     if len(reports) > 1:
         first = reports[0]
-        print(f"{'b_w/b_s/T':>10} {'T*b_s':>6} {'cycles':>12} {'fps':>9} {'x cycles':>9} "
-              f"{'energy(uJ)':>11}")
+        print(
+            f"{'b_w/b_s/T':>10} {'T*b_s':>6} {'cycles':>12} {'fps':>9} {'x cycles':>9} "
+            f"{'energy(uJ)':>11}"
+        )
         for r in reports:
-            print(f"{r.bits!s:>10} {r.bits.t * r.bits.s:6d} {r.cycles:12,d} {r.fps:9.1f} "
-                  f"{r.cycles / first.cycles:9.3f} {r.totals['energy_pj'] / 1e6:11.1f}")
+            print(
+                f"{r.bits!s:>10} {r.bits.t * r.bits.s:6d} {r.cycles:12,d} {r.fps:9.1f} "
+                f"{r.cycles / first.cycles:9.3f} {r.totals['energy_pj'] / 1e6:11.1f}"
+            )
     if args.json:
         from .io import write_json_atomic
 
-        write_json_atomic(args.json, [r.to_dict() for r in reports] if len(reports) > 1
-                          else reports[0].to_dict())
+        write_json_atomic(
+            args.json, [r.to_dict() for r in reports] if len(reports) > 1 else reports[0].to_dict()
+        )
         print(f"wrote {args.json}")
     return 0
 
@@ -295,8 +344,14 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     stored = Path(args.program) if args.program else Path(args.run_dir) / "deploy"
     use_stored = bool(args.program) or (stored / "program.npz").is_file()
     program = load_program(stored) if use_stored else None
-    report, _ = verify_run(args.run_dir, program=program, which=args.which,
-                           batch_size=args.batch_size, limit=args.limit, bitserial=not args.dense)
+    report, _ = verify_run(
+        args.run_dir,
+        program=program,
+        which=args.which,
+        batch_size=args.batch_size,
+        limit=args.limit,
+        bitserial=not args.dense,
+    )
     source = f"stored program {stored}" if use_stored else "program converted now"
     print(f"{args.run_dir} ({source}): {report.summary()}")
     if args.json:
@@ -305,8 +360,11 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         write_json_atomic(args.json, report.to_dict())
         print(f"wrote {args.json}")
     if report.agreement < args.min_agreement:
-        print(f"qsnn: agreement {100 * report.agreement:.2f}% is below "
-              f"{100 * args.min_agreement:.2f}%", file=sys.stderr)
+        print(
+            f"qsnn: agreement {100 * report.agreement:.2f}% is below "
+            f"{100 * args.min_agreement:.2f}%",
+            file=sys.stderr,
+        )
         return 1
     return 0
 
@@ -403,8 +461,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dma", type=float, help="DMA bytes per cycle (default 16)")
     p.add_argument("--input-size", help="CxHxW or HxW or H (default: the model's own)")
     p.add_argument("--num-classes", type=int, help="classifier width (default: the model's)")
-    p.add_argument("--json", nargs="?", const="-", metavar="PATH",
-                   help="print JSON instead of the table, or also write it to PATH")
+    p.add_argument(
+        "--json",
+        nargs="?",
+        const="-",
+        metavar="PATH",
+        help="print JSON instead of the table, or also write it to PATH",
+    )
     p.set_defaults(func=_cmd_hw)
 
     p = sub.add_parser("deploy", help="convert a trained run into an integer program (.npz)")
@@ -420,8 +483,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--limit", type=int, help="only the first N test samples")
     p.add_argument("--dense", action="store_true", help="integer but not bit-serial (faster)")
-    p.add_argument("--min-agreement", type=float, default=0.995,
-                   help="exit 1 below this prediction agreement (default 0.995)")
+    p.add_argument(
+        "--min-agreement",
+        type=float,
+        default=0.995,
+        help="exit 1 below this prediction agreement (default 0.995)",
+    )
     p.add_argument("--json", help="also write the report to this JSON file")
     p.set_defaults(func=_cmd_verify)
     return parser
