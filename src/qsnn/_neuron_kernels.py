@@ -134,6 +134,7 @@ def backward_kernel(
 
 
 _compiled: dict[str, object] = {}
+_FUSED_VARIANTS = 64
 _fused_broken = False
 
 
@@ -156,7 +157,10 @@ def run(name: str, kernel: str, *args):
     )
     if fused:
         try:
-            return _fused(name)(*args)
+            # Each (T, b_s, reset, dtype) is its own graph; a sweep or a zoo test meets more
+            # than dynamo's default of 8 per function, after which it would silently go eager.
+            with torch._dynamo.config.patch(recompile_limit=_FUSED_VARIANTS):
+                return _fused(name)(*args)
         except Exception as err:  # a missing compiler surfaces as many exception types
             if kernel == "fused":
                 raise

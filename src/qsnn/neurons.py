@@ -39,6 +39,7 @@ from .surrogate import Surrogate
 __all__ = [
     "LIFNeuron",
     "QuantActivation",
+    "SpikeLevels",
     "SpikeNeuron",
     "spike_pattern_neuron",
     "spike_pattern_step",
@@ -170,7 +171,28 @@ def _check_args(bits_s: object, tau: object, reset: object, theta: object, kerne
         raise ValueError(f"theta (threshold) must be a number > 0; got {theta!r}")
 
 
-class SpikeNeuron(nn.Module):
+class SpikeLevels:
+    """What every module that emits ``b_s``-bit spike levels shares: its width ``bits_s``, read
+    by ``qsnn.profile`` (``output_bits``) and set by ``qsnn.apply_bits`` (``set_layer_bits``)."""
+
+    bits_s: int
+
+    @property
+    def levels(self) -> int:
+        """Non-zero spike levels ``L = 2**b_s - 1``."""
+        return (1 << self.bits_s) - 1
+
+    @property
+    def output_bits(self) -> int:
+        """Width of this module's output in bits of integer levels (read by ``qsnn.profile``)."""
+        return self.bits_s
+
+    def set_layer_bits(self, bits: LayerBits) -> None:
+        """Take ``b_s`` from a per-layer allocation (see ``qsnn.apply_bits``)."""
+        self.bits_s = check_spike_bits(bits.s, "bits_s")
+
+
+class SpikeNeuron(SpikeLevels, nn.Module):
     """Multi-step spike-pattern neuron (paper Eq. 6-7) on ``[T, B, ...]`` input.
 
     Args:
@@ -185,7 +207,7 @@ class SpikeNeuron(nn.Module):
         surrogate: ``Surrogate``, ``"shape[:width]"`` or ``None`` for the default triangle.
         kernel: ``"eager"`` (plain torch ops), ``"fused"`` (one ``torch.compile`` kernel per
             direction; needs a C++ toolchain) or ``"auto"`` (fused for calls of at least
-            ``2**18`` elements, falling back to eager if compiling fails). Same equations;
+            ``2**20`` elements, falling back to eager if compiling fails). Same equations;
             results agree up to float rounding of the membrane update.
 
     Every call starts from ``v = 0``; nothing is kept between calls.
@@ -217,20 +239,6 @@ class SpikeNeuron(nn.Module):
             self.theta: float | nn.Parameter = nn.Parameter(torch.tensor(float(theta)))
         else:
             self.theta = float(theta)
-
-    @property
-    def levels(self) -> int:
-        """Non-zero spike levels ``L = 2**b_s - 1``."""
-        return (1 << self.bits_s) - 1
-
-    @property
-    def output_bits(self) -> int:
-        """Width of this module's output in bits of integer levels (read by ``qsnn.profile``)."""
-        return self.bits_s
-
-    def set_layer_bits(self, bits: LayerBits) -> None:
-        """Take ``b_s`` from a per-layer allocation (see ``qsnn.apply_bits``)."""
-        self.bits_s = check_spike_bits(bits.s, "bits_s")
 
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() < 2:

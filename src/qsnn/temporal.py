@@ -89,6 +89,8 @@ class _RepeatTime(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):  # type: ignore[override]
+        if grad.shape[0] == 1:
+            return grad[0], None  # one step: nothing to sum
         out = torch.empty_like(grad[0])
         torch.sum(grad, dim=0, out=out)
         return out, None

@@ -26,8 +26,8 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from ..allocation import Bits, LayerBits, check_spike_bits
-from ..neurons import SpikeNeuron
+from ..allocation import Bits, check_spike_bits
+from ..neurons import SpikeLevels, SpikeNeuron
 from ..quant import QuantConv2d, QuantLinear
 from ..surrogate import Surrogate
 from ..temporal import FoldTime, StaticEncoder, fold_time
@@ -222,7 +222,7 @@ class _RestrictedAddFn(torch.autograd.Function):
         return g, g, None, None
 
 
-class SEWAdd(nn.Module):
+class SEWAdd(SpikeLevels, nn.Module):
     """The restricted spike-element-wise ADD of SEW-ResNet (Shen et al., CVPR 2024; SPEC §6).
 
     Both inputs are spikes on one shared threshold ``theta`` (``s = k * theta``); their integer
@@ -246,19 +246,6 @@ class SEWAdd(nn.Module):
             raise ValueError(f"theta (shared threshold) must be a number > 0; got {theta!r}")
         self.theta = float(theta)
 
-    @property
-    def levels(self) -> int:
-        """Non-zero levels ``L = 2**b_s - 1``."""
-        return (1 << self.bits_s) - 1
-
-    @property
-    def output_bits(self) -> int:
-        """Width of the output in bits of integer levels (read by ``qsnn.profile``)."""
-        return self.bits_s
-
-    def set_layer_bits(self, bits: LayerBits) -> None:
-        """Take ``b_s`` from a per-layer allocation (see ``qsnn.apply_bits``)."""
-        self.bits_s = check_spike_bits(bits.s, "bits_s")
 
     def forward(self, a: Tensor, b: Tensor) -> Tensor:
         if a.shape != b.shape:
