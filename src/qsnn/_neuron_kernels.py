@@ -145,15 +145,24 @@ def _fused(name: str):
     return _compiled[name]
 
 
-def run(name: str, kernel: str, *args):
-    """Run ``forward_kernel``/``backward_kernel`` eagerly or fused, per ``kernel`` policy."""
+def run(name: str, kernel: str, training: bool, *args):
+    """Run ``forward_kernel``/``backward_kernel`` eagerly or fused, per ``kernel`` policy.
+
+    ``auto`` fuses large calls of a training step only: the one-off compile (tens of seconds
+    of CPU per process) pays off over thousands of steps, not over an evaluation pass.
+    """
     global _fused_broken
     x, steps = args[0], args[1]
     # Under a dispatch mode (qsnn.profile watching every op) the kernel must stay eager.
     watched = _get_current_dispatch_mode() is not None
     fused = not watched and (
         kernel == "fused"
-        or (kernel == "auto" and not _fused_broken and steps * x.shape[1] >= FUSED_MIN_NUMEL)
+        or (
+            kernel == "auto"
+            and training
+            and not _fused_broken
+            and steps * x.shape[1] >= FUSED_MIN_NUMEL
+        )
     )
     if fused:
         try:

@@ -527,6 +527,10 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # torch's compiler otherwise starts a pool of worker processes that import torch on every
+    # run (tens of CPU-seconds, even when nothing is compiled); one in-process thread suffices
+    # for qsnn's two small fused kernels. Must be set before torch._inductor is imported.
+    os.environ.setdefault("TORCHINDUCTOR_COMPILE_THREADS", "1")
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

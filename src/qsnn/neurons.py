@@ -89,7 +89,10 @@ class _SpikePatternFn(torch.autograd.Function):
         )
         rows, strides = _kernels.as_time_rows(x)  # [T, B, ...] -> [T, N]
         steps = x.shape[0]
-        spikes = _kernels.run("forward", kernel, rows, steps, theta_t, beta, v_reset, levels, hard)
+        training = any(ctx.needs_input_grad)
+        spikes = _kernels.run(
+            "forward", kernel, training, rows, steps, theta_t, beta, v_reset, levels, hard
+        )
         ctx.args = (beta, v_reset, levels, hard, surrogate, kernel, learn_theta)
         ctx.shape, ctx.strides = x.shape, strides
         ctx.save_for_backward(rows, theta_t)
@@ -110,6 +113,7 @@ class _SpikePatternFn(torch.autograd.Function):
         grad_x, grad_theta = _kernels.run(
             "backward",
             kernel,
+            True,
             rows,
             steps,
             grad_rows,
@@ -207,7 +211,8 @@ class SpikeNeuron(SpikeLevels, nn.Module):
         surrogate: ``Surrogate``, ``"shape[:width]"`` or ``None`` for the default triangle.
         kernel: ``"eager"`` (plain torch ops), ``"fused"`` (one ``torch.compile`` kernel per
             direction; needs a C++ toolchain) or ``"auto"`` (fused for calls of at least
-            ``2**20`` elements, falling back to eager if compiling fails). Same equations;
+            ``2**20`` elements in training, falling back to eager if compiling fails). Same
+            equations;
             results agree up to float rounding of the membrane update.
 
     Every call starts from ``v = 0``; nothing is kept between calls.
