@@ -485,6 +485,8 @@ def _html(report: Report, markdown: str, out: Path, figures: list[str]) -> str:
             name = line[line.rindex("](") + 2 : -1]
             data = base64.b64encode((out / name).read_bytes()).decode()
             body.append(f'<img alt="{html.escape(name)}" src="data:image/png;base64,{data}">')
+        elif line.startswith("*") and line.endswith("*"):
+            body.append(f"<p><em>{html.escape(line.strip('*'))}</em></p>")
         elif line.strip():
             body.append(f"<p>{html.escape(line).replace('`', '')}</p>")
     if in_table:
