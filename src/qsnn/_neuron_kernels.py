@@ -140,6 +140,11 @@ _fused_broken = False
 
 def _fused(name: str):
     if name not in _compiled:
+        # Each (T, b_s, reset, dtype) is its own graph; a sweep or a zoo test meets more than
+        # dynamo's default of 8 per function, after which it would silently go eager. (Raised
+        # once, not patched per call: a per-call config patch costs more than the kernel.)
+        dynamo_config = torch._dynamo.config
+        dynamo_config.recompile_limit = max(dynamo_config.recompile_limit, _FUSED_VARIANTS)
         fn = forward_kernel if name == "forward" else backward_kernel
         _compiled[name] = torch.compile(fn, dynamic=True)
     return _compiled[name]
@@ -166,10 +171,7 @@ def run(name: str, kernel: str, training: bool, *args):
     )
     if fused:
         try:
-            # Each (T, b_s, reset, dtype) is its own graph; a sweep or a zoo test meets more
-            # than dynamo's default of 8 per function, after which it would silently go eager.
-            with torch._dynamo.config.patch(recompile_limit=_FUSED_VARIANTS):
-                return _fused(name)(*args)
+            return _fused(name)(*args)
         except Exception as err:  # a missing compiler surfaces as many exception types
             if kernel == "fused":
                 raise
