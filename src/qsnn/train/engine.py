@@ -39,7 +39,7 @@ from torch import Tensor
 
 from ..data import DataSplits, TensorData, load_splits
 from ..data.base import derive_seed
-from ..io import write_json_atomic
+from ..io import write_json_atomic, write_text_atomic
 from .checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
 from .config import TrainConfig
 
@@ -187,9 +187,11 @@ def _lr_lambda(total: int, warmup: int, min_ratio: float):
 
 
 def _mix(
-    x: Tensor, y: Tensor, num_classes: int, config: TrainConfig, seed: int, smoothing: float
+    x: Tensor, y: Tensor, num_classes: int, config: TrainConfig, seed: int
 ) -> tuple[Tensor, Tensor]:
-    """Mixup or CutMix on a batch (drawn from ``seed`` alone); returns inputs, soft targets."""
+    """Mixup or CutMix on a batch (drawn from ``seed`` alone); returns inputs, soft targets
+    with ``config.label_smoothing``."""
+    smoothing = config.label_smoothing
     target = F.one_hot(y, num_classes).float()
     target = target * (1 - smoothing) + smoothing / num_classes
     modes = [m for m, a in (("mixup", config.mixup), ("cutmix", config.cutmix)) if a > 0]
@@ -350,7 +352,6 @@ def fit(
     if config.compile:
         net = torch.compile(net)
 
-    smoothing = config.label_smoothing
     start_wall = time.perf_counter()
     try:
         for epoch in range(state["epoch"], config.epochs):
@@ -366,8 +367,6 @@ def fit(
                 epoch,
                 state,
                 out,
-                smoothing,
-                steps_per_epoch,
             )
             row = {"epoch": epoch + 1, **stats}
             eval_kw = {
@@ -431,8 +430,6 @@ def _train_epoch(
     epoch,
     state,
     out,
-    smoothing,
-    steps_per_epoch,
 ) -> dict[str, float]:
     net.train()
     batches = train_data.batches(
@@ -454,7 +451,7 @@ def _train_epoch(
     elapsed = partial["time"]
     bar = _progress(
         batches,
-        steps_per_epoch,
+        len(batches),
         config.progress and env.main and sys.stderr.isatty(),
         f"epoch {epoch + 1}/{config.epochs}",
     )
@@ -469,7 +466,7 @@ def _train_epoch(
             if config.channels_last:
                 x = _channels_last(x)
             mix_seed = derive_seed(config.seed, epoch, step, env.rank, "mix")
-            x, target = _mix(x, y, train_data.num_classes, config, mix_seed, smoothing)
+            x, target = _mix(x, y, train_data.num_classes, config, mix_seed)
             with torch.autocast(
                 env.device.type,
                 dtype=env.amp_dtype or torch.float32,
@@ -557,8 +554,6 @@ def _rewrite_metrics(out: Path, history: list[dict]) -> None:
     # On resume, metrics.jsonl is made to match the checkpoint (a killed run may have written
     # a line for an epoch whose checkpoint never landed).
     text = "".join(json.dumps(row) + "\n" for row in history)
-    from ..io import write_text_atomic
-
     write_text_atomic(out / "metrics.jsonl", text)
 
 
