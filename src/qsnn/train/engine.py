@@ -287,6 +287,46 @@ def _progress(iterable, total: int, enabled: bool, desc: str):
     return iterable
 
 
+@dataclass
+class _Optim:
+    """AdamW + the warm-up/cosine schedule + the fp16 loss scaler, stepped and saved together."""
+
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+
+    @classmethod
+    def create(
+        cls, model: nn.Module, config: TrainConfig, env: _Env, total_steps: int, warmup: int
+    ) -> _Optim:
+        optimizer = torch.optim.AdamW(_param_groups(model, config.weight_decay), lr=config.lr)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, _lr_lambda(total_steps, max(1, warmup), config.min_lr_ratio)
+        )
+        # A loss scaler only matters for fp16; it is a no-op (but still checkpointed) otherwise.
+        scaler = torch.amp.GradScaler(env.device.type, enabled=env.amp_dtype == torch.float16)
+        return cls(optimizer, scheduler, scaler)
+
+    def step(self, loss: Tensor) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+        }
+
+    def load_state_dict(self, ckpt: dict[str, Any]) -> None:
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        self.scaler.load_state_dict(ckpt["scaler"])
+
+
 def fit(
     model: nn.Module,
     data: DataSplits,
@@ -319,19 +359,13 @@ def fit(
         )
     total_steps = steps_per_epoch * config.epochs
     warmup = min(int(config.warmup_epochs * steps_per_epoch), total_steps // 2)
-    optimizer = torch.optim.AdamW(_param_groups(model, config.weight_decay), lr=config.lr)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, _lr_lambda(total_steps, max(1, warmup), config.min_lr_ratio)
-    )
-    scaler = torch.amp.GradScaler(env.device.type, enabled=env.amp_dtype == torch.float16)
+    optim = _Optim.create(model, config, env, total_steps, warmup)
 
     state = {"epoch": 0, "step": 0, "history": [], "best": None, "partial": None, "train_time": 0.0}
     if resume and out is not None and (out / CHECKPOINT).exists():
         ckpt = load_checkpoint(out / CHECKPOINT, map_location=env.device)
         model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        scaler.load_state_dict(ckpt["scaler"])
+        optim.load_state_dict(ckpt)
         restore_rng(ckpt["rng"])
         state.update({k: ckpt[k] for k in state if k in ckpt})
         log.info("resumed %s at epoch %d step %d", out, state["epoch"], state["step"])
@@ -355,19 +389,7 @@ def fit(
     start_wall = time.perf_counter()
     try:
         for epoch in range(state["epoch"], config.epochs):
-            stats = _train_epoch(
-                net,
-                model,
-                train_data,
-                config,
-                env,
-                optimizer,
-                scheduler,
-                scaler,
-                epoch,
-                state,
-                out,
-            )
+            stats = _train_epoch(net, model, train_data, config, env, optim, epoch, state, out)
             row = {"epoch": epoch + 1, **stats}
             eval_kw = {
                 "device": env.device,
@@ -400,7 +422,7 @@ def fit(
                         },
                     )
             if out is not None and env.main:
-                _save(out, model, optimizer, scheduler, scaler, state, config)
+                _save(out, model, optim, state, config)
                 with open(out / "metrics.jsonl", "a", encoding="utf-8") as handle:
                     handle.write(json.dumps(row) + "\n")
             if env.main:
@@ -419,18 +441,18 @@ def fit(
 
 
 def _train_epoch(
-    net,
-    model,
-    train_data,
-    config,
-    env,
-    optimizer,
-    scheduler,
-    scaler,
-    epoch,
-    state,
-    out,
+    net: nn.Module,
+    model: nn.Module,
+    train_data: TensorData,
+    config: TrainConfig,
+    env: _Env,
+    optim: _Optim,
+    epoch: int,
+    state: dict[str, Any],
+    out: Path | None,
 ) -> dict[str, float]:
+    """One epoch of training steps; ``state["step"]``/``state["partial"]`` make it resumable
+    mid-epoch (``net`` is ``model`` wrapped by DDP/compile when asked)."""
     net.train()
     batches = train_data.batches(
         config.batch_size,
@@ -479,11 +501,7 @@ def _train_epoch(
                     f"loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; the last "
                     "good checkpoint is kept (try a lower --lr or --precision fp32)"
                 )
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
+            optim.step(loss)
             n = y.numel()
             sums += torch.tensor(
                 [float(loss.detach()) * n, float((logits.argmax(1) == y).sum()), n],
@@ -513,7 +531,7 @@ def _train_epoch(
             "time": elapsed,
         }
         if out is not None and env.main:
-            _save(out, model, optimizer, scheduler, scaler, state, config)
+            _save(out, model, optim, state, config)
         raise TrainingInterrupted(
             f"interrupted at epoch {epoch + 1}, step {state['step']}; state saved to "
             f"{out / CHECKPOINT if out else '(no --out)'}; continue with --resume"
@@ -529,20 +547,18 @@ def _train_epoch(
     return {
         "train_loss": float(sums[0]) / count,
         "train_acc": float(sums[1]) / count,
-        "lr": optimizer.param_groups[0]["lr"],
+        "lr": optim.optimizer.param_groups[0]["lr"],
         "epoch_time_s": elapsed,
         "images_per_s": float(sums[2]) / max(1e-9, elapsed),
     }
 
 
-def _save(out, model, optimizer, scheduler, scaler, state, config) -> None:
+def _save(out: Path, model: nn.Module, optim: _Optim, state: dict, config: TrainConfig) -> None:
     save_checkpoint(
         out / CHECKPOINT,
         {
             "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "scaler": scaler.state_dict(),
+            **optim.state_dict(),
             "rng": capture_rng(),
             "config": config.to_dict(),
             **state,
