@@ -71,3 +71,25 @@ def test_fused_keeps_channels_last_and_bf16() -> None:
     assert x.grad[1].is_contiguous(memory_format=torch.channels_last)
     eager = SpikeNeuron(1, kernel="eager")(x.detach())
     assert torch.equal(y.detach(), eager)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_fused_restricted_add_equals_hand_rule(dtype: torch.dtype) -> None:
+    """SEW ADD at b_s = 2, theta = 0.5, on a channels-last [T, B, C, H, W] pair: the fused
+    kernel gives clamp(round(2a) + round(2b), 0, 3) / 2, with gradient 1 exactly where the level
+    sum lies in [0, 3], like the eager kernel, and keeps the layout."""
+    from qsnn import _neuron_kernels as kernels
+
+    torch.manual_seed(0)
+    shape = (2, 3, 4, 5, 5)
+    a = (torch.randint(0, 4, shape) * 0.5).to(dtype)
+    b = (torch.randint(0, 4, shape) * 0.5).to(dtype)
+    a = a.flatten(0, 1).to(memory_format=torch.channels_last).view(shape)
+    b = b.flatten(0, 1).to(memory_format=torch.channels_last).view(shape)
+    levels = (2 * a.double()).round() + (2 * b.double()).round()
+    expected = levels.clamp(0, 3) / 2
+    for kernel in ("eager", "fused"):
+        out, inside = kernels.run("restricted_add", kernel, True, a.numel(), a, b, 0.5, 3)
+        assert out.dtype == dtype and out.stride() == a.stride()
+        assert torch.equal(out.double(), expected)
+        assert torch.equal(inside, levels <= 3)

@@ -1,4 +1,5 @@
-"""Kernels of the multi-step spike-pattern neuron (see ``qsnn.neurons`` for the equations).
+"""Kernels of qsnn's level ops: the multi-step spike-pattern neuron (see ``qsnn.neurons`` for
+the equations) and the restricted add of two spike tensors (``qsnn.models.SEWAdd``).
 
 The neuron is elementwise, so it runs on the memory of ``x: [T, B, ...]`` seen as ``[T, N]``:
 each step's block of ``N`` elements keeps whatever layout it has (contiguous, channels-last, or
@@ -133,6 +134,19 @@ def backward_kernel(
     return torch.stack(grads), grad_theta  # T x [N] -> [T, N]
 
 
+def restricted_add_kernel(a: Tensor, b: Tensor, theta: float, levels: int) -> tuple[Tensor, Tensor]:
+    """``clamp(round(a/theta) + round(b/theta), 0, L) * theta`` and the mask where the clamp is
+    open (the straight-through gradient's support); levels are summed in float32 (exact)."""
+    k = torch.round(a.float() / theta) + torch.round(b.float() / theta)
+    inside = (k >= 0) & (k <= levels)
+    return (torch.clamp(k, 0, levels) * theta).to(a.dtype), inside
+
+
+_KERNELS = {
+    "forward": forward_kernel,
+    "backward": backward_kernel,
+    "restricted_add": restricted_add_kernel,
+}
 _compiled: dict[str, object] = {}
 _FUSED_VARIANTS = 64
 _fused_broken = False
@@ -145,29 +159,23 @@ def _fused(name: str):
         # once, not patched per call: a per-call config patch costs more than the kernel.)
         dynamo_config = torch._dynamo.config
         dynamo_config.recompile_limit = max(dynamo_config.recompile_limit, _FUSED_VARIANTS)
-        fn = forward_kernel if name == "forward" else backward_kernel
-        _compiled[name] = torch.compile(fn, dynamic=True)
+        _compiled[name] = torch.compile(_KERNELS[name], dynamic=True)
     return _compiled[name]
 
 
-def run(name: str, kernel: str, training: bool, *args):
-    """Run ``forward_kernel``/``backward_kernel`` eagerly or fused, per ``kernel`` policy.
+def run(name: str, kernel: str, training: bool, numel: int, *args):
+    """Run kernel ``name`` (``forward``, ``backward``, ``restricted_add``) on ``args``, eagerly
+    or fused, per ``kernel`` policy; ``numel`` is the number of elements it computes.
 
     ``auto`` fuses large calls of a training step only: the one-off compile (tens of seconds
     of CPU per process) pays off over thousands of steps, not over an evaluation pass.
     """
     global _fused_broken
-    x, steps = args[0], args[1]
     # Under a dispatch mode (qsnn.profile watching every op) the kernel must stay eager.
     watched = _get_current_dispatch_mode() is not None
     fused = not watched and (
         kernel == "fused"
-        or (
-            kernel == "auto"
-            and training
-            and not _fused_broken
-            and steps * x.shape[1] >= FUSED_MIN_NUMEL
-        )
+        or (kernel == "auto" and training and not _fused_broken and numel >= FUSED_MIN_NUMEL)
     )
     if fused:
         try:
@@ -176,6 +184,5 @@ def run(name: str, kernel: str, training: bool, *args):
             if kernel == "fused":
                 raise
             _fused_broken = True
-            log.warning("fused neuron kernel unavailable (%s); using the eager kernel", err)
-    fn = forward_kernel if name == "forward" else backward_kernel
-    return fn(*args)
+            log.warning("fused kernels unavailable (%s); using the eager kernels", err)
+    return _KERNELS[name](*args)

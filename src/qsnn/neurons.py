@@ -90,8 +90,9 @@ class _SpikePatternFn(torch.autograd.Function):
         rows, strides = _kernels.as_time_rows(x)  # [T, B, ...] -> [T, N]
         steps = x.shape[0]
         training = any(ctx.needs_input_grad)
+        numel = steps * rows.shape[1]
         spikes = _kernels.run(
-            "forward", kernel, training, rows, steps, theta_t, beta, v_reset, levels, hard
+            "forward", kernel, training, numel, rows, steps, theta_t, beta, v_reset, levels, hard
         )
         ctx.args = (beta, v_reset, levels, hard, surrogate, kernel, learn_theta)
         ctx.shape, ctx.strides = x.shape, strides
@@ -114,6 +115,7 @@ class _SpikePatternFn(torch.autograd.Function):
             "backward",
             kernel,
             True,
+            steps * step_numel,
             rows,
             steps,
             grad_rows,

@@ -26,6 +26,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
+from .. import _neuron_kernels as _kernels
 from ..allocation import Bits, check_spike_bits
 from ..neurons import SpikeLevels, SpikeNeuron
 from ..quant import QuantConv2d, QuantLinear
@@ -49,7 +50,8 @@ __all__ = [
 #: Neuron settings a model accepts through ``neuron={...}``: every keyword of ``SpikeNeuron``
 #: (``tau``, ``theta``, ``reset``, ``surrogate``, ``kernel``, ...); ``b_s`` comes from ``bits``.
 NEURON_KWARGS = frozenset(
-    name for name, p in inspect.signature(SpikeNeuron.__init__).parameters.items()
+    name
+    for name, p in inspect.signature(SpikeNeuron.__init__).parameters.items()
     if p.kind is inspect.Parameter.KEYWORD_ONLY
 )
 #: Weight-quantizer settings a model accepts through ``quant={...}`` (``b_w`` comes from ``bits``).
@@ -106,13 +108,27 @@ class LayerFactory:
         return float(self.neuron.get("theta", 1.0))
 
     def conv(
-        self, cin: int, cout: int, kernel_size: int, stride: int = 1, padding: int | None = None,
-        *, bias: bool = False,
+        self,
+        cin: int,
+        cout: int,
+        kernel_size: int,
+        stride: int = 1,
+        padding: int | None = None,
+        *,
+        bias: bool = False,
     ) -> QuantConv2d:
         """``b_w``-bit ``Conv2d`` (``padding`` defaults to ``kernel_size // 2``)."""
         pad = kernel_size // 2 if padding is None else padding
-        return QuantConv2d(cin, cout, kernel_size, stride=stride, padding=pad, bias=bias,
-                           bits_w=self.bits.w, **self.quant)
+        return QuantConv2d(
+            cin,
+            cout,
+            kernel_size,
+            stride=stride,
+            padding=pad,
+            bias=bias,
+            bits_w=self.bits.w,
+            **self.quant,
+        )
 
     def linear(self, fin: int, fout: int, *, bias: bool = True) -> QuantLinear:
         """``b_w``-bit ``Linear``."""
@@ -134,21 +150,42 @@ class LayerFactory:
         return SEWAdd(self.bits.s, theta=self.theta)
 
     def conv_bn(
-        self, cin: int, cout: int, kernel_size: int, stride: int = 1, padding: int | None = None,
+        self,
+        cin: int,
+        cout: int,
+        kernel_size: int,
+        stride: int = 1,
+        padding: int | None = None,
     ) -> ConvBN:
         return ConvBN(self.conv(cin, cout, kernel_size, stride, padding), nn.BatchNorm2d(cout))
 
     def conv_bn_neuron(
-        self, cin: int, cout: int, kernel_size: int, stride: int = 1, padding: int | None = None,
+        self,
+        cin: int,
+        cout: int,
+        kernel_size: int,
+        stride: int = 1,
+        padding: int | None = None,
     ) -> ConvBNNeuron:
-        return ConvBNNeuron(self.conv(cin, cout, kernel_size, stride, padding),
-                            nn.BatchNorm2d(cout), self.neuron_module())
+        return ConvBNNeuron(
+            self.conv(cin, cout, kernel_size, stride, padding),
+            nn.BatchNorm2d(cout),
+            self.neuron_module(),
+        )
 
     def linear_bn_neuron(
-        self, fin: int, fout: int, *, bias: bool = True, theta_scale: float = 1.0,
+        self,
+        fin: int,
+        fout: int,
+        *,
+        bias: bool = True,
+        theta_scale: float = 1.0,
     ) -> LinearBNNeuron:
-        return LinearBNNeuron(self.linear(fin, fout, bias=bias), nn.BatchNorm1d(fout),
-                              self.neuron_module(theta_scale=theta_scale))
+        return LinearBNNeuron(
+            self.linear(fin, fout, bias=bias),
+            nn.BatchNorm1d(fout),
+            self.neuron_module(theta_scale=theta_scale),
+        )
 
 
 class ConvBN(nn.Module):
@@ -202,23 +239,25 @@ class LinearBNNeuron(nn.Module):
 
 
 class _RestrictedAddFn(torch.autograd.Function):
-    """``clamp(round(a/theta) + round(b/theta), 0, L) * theta``; gradient 1 inside the clamp."""
+    """``clamp(round(a/theta) + round(b/theta), 0, L) * theta``; gradient 1 inside the clamp.
+
+    Forward is one fused pass for large training calls (``qsnn._neuron_kernels``), backward one
+    ``where`` over the saved mask.
+    """
 
     @staticmethod
     def forward(ctx, a: Tensor, b: Tensor, theta: float, levels: int) -> Tensor:  # type: ignore[override]
-        if theta == 1.0:
-            k = torch.round(a) + torch.round(b)
-        else:
-            k = torch.round(a / theta) + torch.round(b / theta)
-        inside = (k >= 0) & (k <= levels)
+        training = any(ctx.needs_input_grad)
+        out, inside = _kernels.run(
+            "restricted_add", "auto", training, a.numel(), a, b, theta, levels
+        )
         ctx.save_for_backward(inside)
-        k.clamp_(0, levels)
-        return k if theta == 1.0 else k.mul_(theta)
+        return out
 
     @staticmethod
     def backward(ctx, grad: Tensor):  # type: ignore[override]
         (inside,) = ctx.saved_tensors
-        g = grad * inside.to(grad.dtype)
+        g = torch.where(inside, grad, 0.0)
         return g, g, None, None
 
 
@@ -245,7 +284,6 @@ class SEWAdd(SpikeLevels, nn.Module):
         if isinstance(theta, bool) or not isinstance(theta, (int, float)) or not theta > 0:
             raise ValueError(f"theta (shared threshold) must be a number > 0; got {theta!r}")
         self.theta = float(theta)
-
 
     def forward(self, a: Tensor, b: Tensor) -> Tensor:
         if a.shape != b.shape:
