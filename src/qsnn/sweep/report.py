@@ -106,10 +106,16 @@ def collect_runs(sweep_dir: str | os.PathLike) -> list[dict[str, Any]]:
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation; the deviation is NaN (unmeasured) for one value."""
     values = [v for v in values if v is not None]
     if not values:
         return math.nan, math.nan
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else math.nan
+
+
+def _extreme(pick, values: list[float | None]) -> float:
+    values = [v for v in values if v is not None]
+    return pick(values) if values else math.nan
 
 
 class Report:
@@ -159,6 +165,8 @@ class Report:
                     "seeds": len(runs),
                     "acc": acc,
                     "acc_std": acc_sd,
+                    "acc_min": _extreme(min, [r["test_acc_best"] for r in runs]),
+                    "acc_max": _extreme(max, [r["test_acc_best"] for r in runs]),
                     "acc_last": last,
                     "acc_last_std": last_sd,
                     "val": val,
@@ -194,7 +202,6 @@ class Report:
 
     def markdown(self, figures: list[str]) -> str:
         s = self.settings.get("base", {})
-        best = self.best()
         seeds = self.settings.get("seeds", max((r["seeds"] for r in self.summary), default=1))
         lines = [
             f"# qsnn sweep: {s.get('model', '?')} on {s.get('dataset', '?')}",
@@ -229,8 +236,6 @@ class Report:
             )
         lines += ["", "## Findings", ""]
         lines += [f"- {sentence}" for sentence in self.findings()]
-        if best is not None:
-            pass
         for fig, caption in zip(figures, _CAPTIONS.values(), strict=False):
             lines += ["", f"![{caption}]({fig})", "", f"*{caption}*"]
         if not figures:
@@ -264,16 +269,13 @@ class Report:
                 continue
             ranked = sorted(group, key=lambda r: -_nan_low(r["acc"]))
             top, low = ranked[0], ranked[-1]
-            gap = top["acc"] - low["acc"]
-            spread = max(top["acc_std"], low["acc_std"])
-            verdict = ("larger than" if gap > 2 * spread else "within") if spread > 0 else "vs"
             out.append(
-                f"Budget {budget}: {top['bits']} ({_pm(top['acc'], top['acc_std'])} %) vs "
-                f"{low['bits']} ({_pm(low['acc'], low['acc_std'])} %): a gap of {100 * gap:.2f} "
-                f"points, {verdict} twice the seed spread ({100 * spread:.2f})"
-                + ("" if spread > 0 else " (one seed: no spread measured)")
+                f"Budget {budget}: best {top['bits']} ({_pm(top['acc'], top['acc_std'])} %) vs "
+                f"worst {low['bits']} ({_pm(low['acc'], low['acc_std'])} %): "
+                + _compare(top, low)
                 + "."
             )
+            out += _spike_bits_vs_time(group)
             e_conv = [r for r in group if r["energy_conventional_uj"]]
             if len(e_conv) >= 2:
                 lo = min(e_conv, key=lambda r: r["energy_conventional_uj"])
@@ -343,7 +345,7 @@ def _figures(report: Report, out: Path) -> list[str]:
     for r, p in zip(rows, p16, strict=True):
         ax.scatter(r["s_ace"], 100 * r["acc"], s=60 + 900 * p / top, alpha=0.55)
         ax.errorbar(
-            r["s_ace"], 100 * r["acc"], yerr=100 * r["acc_std"], fmt="none", color="k", lw=0.8
+            r["s_ace"], 100 * r["acc"], yerr=100 * _or0(r["acc_std"]), fmt="none", color="k", lw=0.8
         )
         ax.annotate(
             r["bits"],
@@ -372,7 +374,7 @@ def _figures(report: Report, out: Path) -> list[str]:
         line = ax.errorbar(
             [r["T"] for r in group],
             [100 * r["acc"] for r in group],
-            yerr=[100 * r["acc_std"] for r in group],
+            yerr=[100 * _or0(r["acc_std"]) for r in group],
             marker="o",
             capsize=3,
             label=f"b_w = {w}",
@@ -440,6 +442,10 @@ def _nan_low(value: float) -> float:
     return -math.inf if value is None or math.isnan(value) else value
 
 
+def _or0(value: float) -> float:
+    return 0.0 if value is None or math.isnan(value) else value
+
+
 def _fmt(value: float | None, factor: float, digits: int) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
@@ -447,9 +453,55 @@ def _fmt(value: float | None, factor: float, digits: int) -> str:
 
 
 def _pm(mean: float, std: float) -> str:
+    """``mean ± std`` in percent; the mean alone when the deviation is unmeasured (one seed)."""
     if mean is None or math.isnan(mean):
         return "–"
+    if std is None or math.isnan(std):
+        return f"{100 * mean:.2f}"
     return f"{100 * mean:.2f} ± {100 * std:.2f}"
+
+
+def _compare(a: dict[str, Any], b: dict[str, Any]) -> str:
+    """How far ``a``'s accuracy is ahead of ``b``'s, judged against the spread over seeds."""
+    gap = 100 * (a["acc"] - b["acc"])
+    text = f"{a['bits']} ahead by {gap:.2f} points"
+    if min(a["seeds"], b["seeds"]) < 2:
+        return text + " (one seed: no seed spread measured, so no verdict)"
+    spread = 100 * max(a["acc_std"], b["acc_std"])
+    apart = a["acc_min"] > b["acc_max"]
+    beyond = apart and gap > 2 * spread
+    return text + (
+        f", {'beyond' if beyond else 'within'} the seed spread (largest std {spread:.2f}; "
+        f"worst seed of {a['bits']} {100 * a['acc_min']:.2f} vs best seed of {b['bits']} "
+        f"{100 * b['acc_max']:.2f})"
+    )
+
+
+def _spike_bits_vs_time(group: list[dict[str, Any]]) -> list[str]:
+    """The paper's question at one budget: per ``b_w``, all remaining bits in spikes
+    (largest ``b_s``, ``T = 1`` end) against all in time steps (``b_s = 1``, largest ``T``)."""
+    out = []
+    by_w: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for r in group:
+        by_w[r["b_w"]].append(r)
+    for w, rows in sorted(by_w.items()):
+        rows = [r for r in rows if not math.isnan(r["acc"])]
+        if len(rows) < 2:
+            continue
+        spikes = max(rows, key=lambda r: (r["b_s"], -r["T"]))
+        steps = max(rows, key=lambda r: (r["T"], -r["b_s"]))
+        if spikes is steps or spikes["b_s"] == steps["b_s"]:
+            continue
+        ahead, behind = (spikes, steps) if spikes["acc"] >= steps["acc"] else (steps, spikes)
+        winner = "spike bits" if ahead is spikes else "time steps"
+        out.append(
+            f"Spike bits vs time steps at b_w = {w}, budget {spikes['budget']}: "
+            f"{spikes['bits']} ({_pm(spikes['acc'], spikes['acc_std'])} %) vs {steps['bits']} "
+            f"({_pm(steps['acc'], steps['acc_std'])} %): {winner} win, "
+            + _compare(ahead, behind)
+            + "."
+        )
+    return out
 
 
 def _html(report: Report, markdown: str, out: Path, figures: list[str]) -> str:

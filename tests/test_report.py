@@ -1,0 +1,54 @@
+"""Sweep report summaries and findings from hand-made run rows (no training needed)."""
+
+from __future__ import annotations
+
+import math
+
+from qsnn import Bits
+from qsnn.sweep.report import Report
+
+
+def _row(bits: str, seed: int, acc: float) -> dict:
+    b = Bits.parse(bits)
+    return {
+        "bits": bits, "b_w": b.w, "b_s": b.s, "T": b.t, "budget": b.budget, "seed": seed,
+        "params": 1e5, "params_16": 1e4, "macs": 1e6, "s_ace": 4e6, "ns_ace": 1e6,
+        "sops": 1e5, "events": 1e5, "energy_conventional_uj": 1.0, "energy_bits_uj": 0.01,
+        "val_acc_best": acc, "test_acc_best": acc, "test_acc_last": acc, "best_epoch": 1,
+        "epochs": 1, "wall_time_s": 1.0, "train_images_per_s": 1.0, "fps": None,
+        "_firing_rates": [("conv", 0.5)],
+    }
+
+
+def test_two_seeds_give_mean_std_and_a_verdict_beyond_the_spread() -> None:
+    """1/4/1 at 0.70/0.72 (mean 0.71, sample std 0.01414) vs 1/1/4 at 0.60/0.61 (mean 0.605,
+    std 0.00707): gap 10.50 points > 2 x 1.41, worst 1/4/1 seed 70.00 > best 1/1/4 seed 61.00."""
+    rows = [_row("1/4/1", 0, 0.70), _row("1/4/1", 1, 0.72), _row("1/1/4", 0, 0.60),
+            _row("1/1/4", 1, 0.61), _row("1/2/2", 0, 0.65), _row("1/2/2", 1, 0.66)]
+    report = Report(rows)
+    first = report.summary[0]
+    assert first["bits"] == "1/4/1" and math.isclose(first["acc"], 0.71)
+    assert math.isclose(first["acc_std"], math.sqrt(2) * 0.01, rel_tol=1e-9)
+    text = "\n".join(report.findings())
+    assert "71.00 ± 1.41" in text
+    assert "Spike bits vs time steps at b_w = 1, budget 4: 1/4/1" in text
+    assert "spike bits win, 1/4/1 ahead by 10.50 points, beyond the seed spread" in text
+    assert "worst seed of 1/4/1 70.00 vs best seed of 1/1/4 61.00" in text
+
+
+def test_overlapping_seeds_are_within_the_spread() -> None:
+    rows = [_row("1/4/1", 0, 0.70), _row("1/4/1", 1, 0.64), _row("1/1/4", 0, 0.66),
+            _row("1/1/4", 1, 0.65)]
+    text = "\n".join(Report(rows).findings())
+    assert "spike bits win, 1/4/1 ahead by 1.50 points, within the seed spread" in text
+
+
+def test_one_seed_prints_no_deviation_and_no_verdict() -> None:
+    rows = [_row("1/1/4", 0, 0.62), _row("1/4/1", 0, 0.60)]
+    report = Report(rows)
+    assert math.isnan(report.summary[0]["acc_std"])
+    text = "\n".join(report.findings())
+    assert "±" not in text
+    assert "time steps win, 1/1/4 ahead by 2.00 points (one seed" in text
+    md = report.markdown([])
+    assert "| 62.00 |" in md and "±" not in md.split("## Findings")[0].split("|---")[1]
