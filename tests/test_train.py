@@ -693,3 +693,11 @@ def test_resume_keeps_the_saved_config_and_refuses_contradicting_flags(tmp_path:
     assert again.returncode == 0, again.stderr[-2000:]
     assert "at 2/2/2" in again.stdout
     assert json.loads((run / "config.json").read_text())["bits"] == "2/2/2"
+
+
+def test_download_flag_reaches_the_data_layer_and_is_off_by_default() -> None:
+    parser = cli.build_parser()
+    on = cli._train_config(parser.parse_args(["train", "--dataset", "cifar10", "--download"]))
+    off = cli._train_config(parser.parse_args(["train", "--dataset", "cifar10"]))
+    assert on.data_options == {"download": True}
+    assert not (off.data_options or {}).get("download")

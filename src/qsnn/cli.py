@@ -140,6 +140,8 @@ def _train_values(args: argparse.Namespace) -> dict[str, object]:
             values[name] = value
     if getattr(args, "override", None):
         values["overrides"] = dict(_parse_override(o) for o in args.override)
+    if getattr(args, "download", None):
+        values["data_options"] = {**(values.get("data_options") or {}), "download": True}
     return values
 
 
@@ -237,7 +239,10 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     base = _train_config(args)
     if args.dry_run:
         rows = dry_run(base, plan)
-        print(f"{len(plan)} allocations of {base.model} on {base.dataset} (cheapest first):")
+        print(
+            f"{len(plan)} allocations of {base.model} on {base.dataset} "
+            "(cheapest to train first: fewest T, then fewest b_s):"
+        )
         print(f"{'b_w/b_s/T':>10} {'budget':>6} {'params_16(M)':>12} {'S-ACE(G)':>10}")
         for row in rows:
             print(
@@ -506,6 +511,12 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
         help="per-layer width, e.g. 'stem.*=8' or 'head=8/8' (repeatable)",
     )
     p.add_argument("--data-root", help="folder with the dataset's files (default $QSNN_DATA)")
+    p.add_argument(
+        "--download",
+        action="store_true",
+        default=None,
+        help="fetch the dataset into --data-root when missing (CIFAR-10/100 only; needs network)",
+    )
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float)

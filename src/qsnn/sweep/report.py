@@ -493,11 +493,14 @@ def _spike_bits_vs_time(group: list[dict[str, Any]]) -> list[str]:
         if spikes is steps or spikes["b_s"] == steps["b_s"]:
             continue
         ahead, behind = (spikes, steps) if spikes["acc"] >= steps["acc"] else (steps, spikes)
-        winner = "spike bits" if ahead is spikes else "time steps"
+        if spikes["acc"] == steps["acc"]:
+            winner = "a tie"
+        else:
+            winner = "spike bits win" if ahead is spikes else "time steps win"
         out.append(
             f"Spike bits vs time steps at b_w = {w}, budget {spikes['budget']}: "
             f"{spikes['bits']} ({_pm(spikes['acc'], spikes['acc_std'])} %) vs {steps['bits']} "
-            f"({_pm(steps['acc'], steps['acc_std'])} %): {winner} win, "
+            f"({_pm(steps['acc'], steps['acc_std'])} %): {winner}, "
             + _compare(ahead, behind)
             + "."
         )
