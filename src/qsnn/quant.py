@@ -54,7 +54,9 @@ def weight_scale(w: Tensor, bits_w: int, per_channel: bool = True) -> Tensor:
     with torch.no_grad():
         if bits_w == 1:
             return w.abs().mean(dim=dims, keepdim=True)
-        delta = w.abs().amax(dim=dims, keepdim=True) / weight_qmax(bits_w)
+        # max |w| as one reduction (no |w| temporary the size of the weight)
+        peak = torch.linalg.vector_norm(w, ord=math.inf, dim=dims, keepdim=True)
+        delta = peak / weight_qmax(bits_w)
         return torch.where(delta > 0, delta, torch.ones_like(delta))
 
 
@@ -105,7 +107,9 @@ class _MaxAbsQuantSTE(torch.autograd.Function):
         if bits_w == 1:
             return torch.where(w >= 0, delta, -delta)
         qmax = weight_qmax(bits_w)
-        return torch.clamp(torch.round(w / delta), -qmax, qmax).mul_(delta)
+        # One temporary, rounded, clamped and scaled in place: same values as the chain of
+        # out-of-place ops, a quarter of its allocations (11 M weights in SEW-ResNet-18).
+        return torch.div(w, delta).round_().clamp_(-qmax, qmax).mul_(delta)
 
     @staticmethod
     def backward(ctx, grad):  # type: ignore[override]
