@@ -385,3 +385,15 @@ def test_sew_resnet18_layout_matches_spikingjelly():
     theirs = conv_shapes(ref, x)
     functional.reset_net(ref)
     assert conv_shapes(ours, x) == theirs
+
+
+def test_sew_add_of_mixed_dtypes_promotes_and_backpropagates() -> None:
+    """bf16 + float32 spikes (b_s = 1): the OR of the levels, in float32; gradients reach both."""
+    add = SEWAdd(1)
+    a = torch.tensor([0.0, 1.0, 0.0, 1.0], dtype=torch.bfloat16, requires_grad=True)
+    b = torch.tensor([0.0, 0.0, 1.0, 1.0], requires_grad=True)
+    out = add(a, b)
+    assert out.dtype == torch.float32 and out.tolist() == [0.0, 1.0, 1.0, 1.0]
+    out.sum().backward()
+    assert a.grad.dtype == torch.bfloat16 and a.grad.tolist() == [1.0, 1.0, 1.0, 0.0]
+    assert b.grad.tolist() == [1.0, 1.0, 1.0, 0.0]

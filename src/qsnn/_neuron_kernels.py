@@ -139,7 +139,7 @@ def restricted_add_kernel(a: Tensor, b: Tensor, theta: float, levels: int) -> tu
     open (the straight-through gradient's support); levels are summed in float32 (exact)."""
     k = torch.round(a.float() / theta) + torch.round(b.float() / theta)
     inside = (k >= 0) & (k <= levels)
-    return (torch.clamp(k, 0, levels) * theta).to(a.dtype), inside
+    return (torch.clamp(k, 0, levels) * theta).to(torch.promote_types(a.dtype, b.dtype)), inside
 
 
 _KERNELS = {
