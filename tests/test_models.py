@@ -397,3 +397,13 @@ def test_sew_add_of_mixed_dtypes_promotes_and_backpropagates() -> None:
     out.sum().backward()
     assert a.grad.dtype == torch.bfloat16 and a.grad.tolist() == [1.0, 1.0, 1.0, 0.0]
     assert b.grad.tolist() == [1.0, 1.0, 1.0, 0.0]
+
+
+def test_sew_add_keeps_float64() -> None:
+    """theta = 0.1 (not a power of two), b_s = 2: levels 1 + 2 = 3 -> 0.3, 2 + 3 = 5 -> clamp 3."""
+    add = SEWAdd(2, theta=0.1)
+    a = torch.tensor([0.1, 0.2], dtype=torch.float64)
+    b = torch.tensor([0.2, 0.3], dtype=torch.float64)
+    out = add(a, b)
+    assert out.dtype == torch.float64
+    assert torch.equal(out, torch.tensor([3.0, 3.0], dtype=torch.float64) * 0.1)

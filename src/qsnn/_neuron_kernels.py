@@ -136,10 +136,12 @@ def backward_kernel(
 
 def restricted_add_kernel(a: Tensor, b: Tensor, theta: float, levels: int) -> tuple[Tensor, Tensor]:
     """``clamp(round(a/theta) + round(b/theta), 0, L) * theta`` and the mask where the clamp is
-    open (the straight-through gradient's support); levels are summed in float32 (exact)."""
-    k = torch.round(a.float() / theta) + torch.round(b.float() / theta)
+    open (the straight-through gradient's support); levels are summed in at least float32."""
+    dtype = torch.promote_types(a.dtype, b.dtype)
+    acc = membrane_dtype(dtype)  # half inputs: float32, exact for whole levels
+    k = torch.round(a.to(acc) / theta) + torch.round(b.to(acc) / theta)
     inside = (k >= 0) & (k <= levels)
-    return (torch.clamp(k, 0, levels) * theta).to(torch.promote_types(a.dtype, b.dtype)), inside
+    return (torch.clamp(k, 0, levels) * theta).to(dtype), inside
 
 
 _KERNELS = {
