@@ -27,7 +27,7 @@ import torch.nn as nn
 from torch import Tensor
 
 from .. import _neuron_kernels as _kernels
-from ..allocation import Bits, check_spike_bits
+from ..allocation import Bits, BitsPolicy, check_spike_bits
 from ..neurons import SpikeLevels, SpikeNeuron
 from ..quant import QuantConv2d, QuantLinear
 from ..surrogate import Surrogate
@@ -97,6 +97,18 @@ class LayerFactory:
     neuron: Mapping[str, Any] = field(default_factory=dict)
     quant: Mapping[str, Any] = field(default_factory=dict)
 
+    @classmethod
+    def for_model(
+        cls,
+        bits: Bits | str | BitsPolicy,
+        neuron: Mapping[str, Any] | None = None,
+        quant: Mapping[str, Any] | None = None,
+    ) -> LayerFactory:
+        """The factory of a model built at ``bits``: a policy's default allocation (its
+        per-layer overrides are applied afterwards by ``SpikingModel.set_bits``)."""
+        default = bits.default if isinstance(bits, BitsPolicy) else Bits.parse(bits)
+        return cls(default, neuron or {}, quant or {})
+
     def __post_init__(self) -> None:
         object.__setattr__(self, "bits", Bits.parse(self.bits))
         object.__setattr__(self, "neuron", _check_kwargs(self.neuron, NEURON_KWARGS, "neuron"))
@@ -148,6 +160,14 @@ class LayerFactory:
     def sew_add(self) -> SEWAdd:
         """Restricted ``b_s``-bit ADD on the shared threshold."""
         return SEWAdd(self.bits.s, theta=self.theta)
+
+    def stem(
+        self, conv_bn: nn.Module, pool: nn.Module | None = None, *, in_channels: int
+    ) -> SpikingStem:
+        """The model's stem at ``T = bits.t``: ``conv_bn`` computed once, a neuron, ``pool``."""
+        return SpikingStem(
+            self.bits.t, conv_bn, self.neuron_module(), pool, in_channels=in_channels
+        )
 
     def conv_bn(
         self,

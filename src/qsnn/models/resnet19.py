@@ -29,7 +29,7 @@ from ..allocation import Bits, BitsPolicy
 from ..temporal import FoldTime, TimeMean, fold_time
 from ._base import SpikingModel
 from ._registry import register_model
-from .layers import LayerFactory, SpikingStem
+from .layers import LayerFactory
 
 __all__ = ["ResNet19", "SpikingBasicBlock", "resnet19"]
 
@@ -79,10 +79,8 @@ class ResNet19(SpikingModel):
     ) -> None:
         super().__init__()
         self._init_io(num_classes, in_channels, img_size)
-        default = bits.default if isinstance(bits, BitsPolicy) else Bits.parse(bits)
-        f = LayerFactory(default, neuron or {}, quant or {})
-        self.stem = SpikingStem(default.t, f.conv_bn(in_channels, stem_width, 3), f.neuron_module(),
-                                in_channels=in_channels)
+        f = LayerFactory.for_model(bits, neuron, quant)
+        self.stem = f.stem(f.conv_bn(in_channels, stem_width, 3), in_channels=in_channels)
         self._inplanes = stem_width
         self.layer1 = self._make_layer(f, 128, 3)
         self.layer2 = self._make_layer(f, 256, 3, stride=2)

@@ -29,7 +29,7 @@ from ..allocation import Bits, BitsPolicy
 from ..temporal import FoldTime, TimeMean
 from ._base import SpikingModel
 from ._registry import register_model
-from .layers import LayerFactory, SpikingStem
+from .layers import LayerFactory
 
 __all__ = [
     "SEWBasicBlock",
@@ -122,8 +122,7 @@ class SEWResNet(SpikingModel):
     ) -> None:
         super().__init__()
         self._init_io(num_classes, in_channels, img_size)
-        default = bits.default if isinstance(bits, BitsPolicy) else Bits.parse(bits)
-        f = LayerFactory(default, neuron or {}, quant or {})
+        f = LayerFactory.for_model(bits, neuron, quant)
         if stem == "imagenet":
             conv_bn, pool = f.conv_bn(in_channels, 64, 7, 2, 3), nn.MaxPool2d(3, 2, 1)
         elif stem == "cifar":
@@ -131,8 +130,7 @@ class SEWResNet(SpikingModel):
         else:
             raise ValueError(f"stem must be 'imagenet' or 'cifar'; got {stem!r}")
         self.stem_kind = stem
-        self.stem = SpikingStem(default.t, conv_bn, f.neuron_module(), pool,
-                                in_channels=in_channels)
+        self.stem = f.stem(conv_bn, pool, in_channels=in_channels)
         self._inplanes = 64
         self.layer1 = self._make_layer(f, block, 64, layers[0])
         self.layer2 = self._make_layer(f, block, 128, layers[1], stride=2)

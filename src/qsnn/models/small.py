@@ -20,7 +20,7 @@ from ..allocation import Bits, BitsPolicy
 from ..temporal import FoldTime, TimeMean
 from ._base import SpikingModel
 from ._registry import register_model
-from .layers import LayerFactory, SpikingStem
+from .layers import LayerFactory
 
 __all__ = ["SmallConvNet", "small_convnet"]
 
@@ -57,11 +57,9 @@ class SmallConvNet(SpikingModel):
             raise ValueError(
                 f"img_size must be at least 8x8 (three 2x2 max-pools); got {img_size!r}"
             )
-        default = bits.default if isinstance(bits, BitsPolicy) else Bits.parse(bits)
-        f = LayerFactory(default, neuron or {}, quant or {})
+        f = LayerFactory.for_model(bits, neuron, quant)
         w0, w1, w2, w3, w4 = widths
-        self.stem = SpikingStem(default.t, f.conv_bn(in_channels, w0, 3), f.neuron_module(),
-                                in_channels=in_channels)
+        self.stem = f.stem(f.conv_bn(in_channels, w0, 3), in_channels=in_channels)
         self.features = nn.Sequential(
             f.conv_bn_neuron(w0, w1, 3), FoldTime(nn.MaxPool2d(2)),  # -> H/2
             f.conv_bn_neuron(w1, w2, 3),

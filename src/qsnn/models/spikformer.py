@@ -43,7 +43,7 @@ from ..allocation import Bits, BitsPolicy
 from ..temporal import FoldTime, TimeMean
 from ._base import SpikingModel
 from ._registry import register_model
-from .layers import LayerFactory, SpikingStem
+from .layers import LayerFactory
 
 __all__ = [
     "MLP",
@@ -195,11 +195,10 @@ class Spikformer(SpikingModel):
         if num_pools not in (1, 2, 3, 4):
             raise ValueError(f"num_pools must be 1, 2, 3 or 4; got {num_pools!r}")
         self.depth, self.dim = depth, dim
-        default = bits.default if isinstance(bits, BitsPolicy) else Bits.parse(bits)
-        f = LayerFactory(default, neuron or {}, quant or {})
+        f = LayerFactory.for_model(bits, neuron, quant)
         pools = tuple(stage >= 4 - num_pools for stage in range(4))
-        self.stem = SpikingStem(default.t, f.conv_bn(in_channels, dim // 8, 3), f.neuron_module(),
-                                _pool() if pools[0] else None, in_channels=in_channels)
+        stem_pool = _pool() if pools[0] else None
+        self.stem = f.stem(f.conv_bn(in_channels, dim // 8, 3), stem_pool, in_channels=in_channels)
         self.sps = SPS(f, dim, pools[1:])
         self.blocks = nn.Sequential(*(
             SpikformerBlock(f, dim, num_heads, mlp_ratio, qkv_bias=qkv_bias, scale=scale)
