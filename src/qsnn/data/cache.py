@@ -16,12 +16,13 @@ import hashlib
 import json
 import logging
 import os
-import uuid
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from ..io import write_atomic
 
 __all__ = ["cache_root", "file_fingerprint", "load_frames", "params_key", "save_frames"]
 
@@ -88,17 +89,10 @@ def save_frames(path: Path, params: Mapping[str, Any], frames: torch.Tensor,
         "labels": labels,
         "n": int(frames.shape[0]),
     }
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        write_atomic(path, lambda handle: torch.save(payload, handle))
     except OSError as err:
         log.warning("could not write the frame cache %s (%s); continuing without it", path, err)
-        tmp.unlink(missing_ok=True)
         return False
     log.info("cached frames in %s", path)
     return True

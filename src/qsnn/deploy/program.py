@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..bitserial import bit_slices
-from ..io import write_json_atomic
+from ..io import write_atomic, write_json_atomic
 from .fixedpoint import OUTPUT_FRAC_BITS
 
 __all__ = [
@@ -470,12 +470,7 @@ class IntegerProgram:
                 arrays[f"{i}.{key}"] = value
         text = json.dumps(manifest)
         arrays["manifest"] = np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
-        tmp = path.with_name(f".{path.name}.tmp.npz")
-        try:
-            np.savez_compressed(tmp, **arrays)
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        write_atomic(path, lambda handle: np.savez_compressed(handle, **arrays))
         write_json_atomic(path.with_name("manifest.json"), manifest)
         return path
 
