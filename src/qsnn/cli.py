@@ -141,7 +141,7 @@ def _train_values(args: argparse.Namespace) -> dict[str, object]:
     if getattr(args, "override", None):
         values["overrides"] = dict(_parse_override(o) for o in args.override)
     if getattr(args, "download", None):
-        values["data_options"] = {**(values.get("data_options") or {}), "download": True}
+        values["data_options"] = {"download": True}  # the one data option the CLI sets
     return values
 
 
