@@ -54,6 +54,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 import qsnn
+from qsnn.io import write_json_atomic
 from qsnn.models import create_model
 from qsnn.train.engine import _channels_last, _cpu_bf16, _param_groups
 
@@ -461,13 +462,6 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
-
-
-def write_json_atomic(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
 
 
 def main() -> None:
