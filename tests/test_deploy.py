@@ -69,16 +69,20 @@ def runs(tmp_path_factory):
 
     out = {}
     threads = torch.get_num_threads()  # threads=1: fast on a busy CPU; restored below
+    fixed = {"kernel": "eager", "level_scale": "fixed", "learn_theta": False}
+    # learned steps: powers of two at 1/4/1, any value at 4/2/2 (both deploy the same way)
+    learned = {"kernel": "eager", "level_scale": "data", "learn_theta": True}
     for bits in ("4/2/2", "1/4/1"):
-        config = TrainConfig(
-            bits=bits, epochs=8, batch_size=128, lr=5e-3, warmup_epochs=0.5, val_size=0,
-            precision="fp32", channels_last=False, progress=False, profile_batches=0,
-            threads=1,
-            model_options={"widths": (16, 32, 32, 32, 32), "neuron": {"kernel": "eager"}},
-        )
-        run_dir = tmp_path_factory.mktemp(f"run-{bits.replace('/', '-')}")
-        result = train(config, run_dir)
-        out[bits] = (run_dir, result)
+        steps = {**learned, "pow2_theta": bits == "1/4/1"}
+        for key, neuron in ((bits, fixed), (f"{bits} learned", steps)):
+            config = TrainConfig(
+                bits=bits, epochs=8, batch_size=128, lr=5e-3, warmup_epochs=0.5, val_size=0,
+                precision="fp32", channels_last=False, progress=False, profile_batches=0,
+                threads=1, model_options={"widths": (16, 32, 32, 32, 32), "neuron": neuron},
+            )
+            run_dir = tmp_path_factory.mktemp(f"run-{key.replace('/', '-').replace(' ', '-')}")
+            result = train(config, run_dir)
+            out[key] = (run_dir, result)
     torch.set_num_threads(threads)
     return out
 
@@ -97,6 +101,27 @@ def test_trained_model_agrees(runs, bits):
     assert report.max_logit_error_exact <= report.max_tolerance_exact
     assert abs(report.accuracy_integer - report.accuracy_float) <= 0.005
     assert program.source["bits"] == bits
+
+
+@pytest.mark.parametrize("bits", ["4/2/2", "1/4/1"])
+def test_learned_thresholds_deploy_and_agree_on_every_sample(runs, bits):
+    """Thresholds set from data and trained, one per neuron layer, not 1 (powers of two at
+    1/4/1, unrounded at 4/2/2): the integer program folds each into its layer and agrees with
+    the trained model on every test sample."""
+    run_dir, result = runs[f"{bits} learned"]
+    assert result["test_acc_last"] > 0.5
+    from qsnn.train import load_run
+
+    model, _, _ = load_run(run_dir)
+    thetas = [m.theta for m in model.modules() if isinstance(m, SpikeNeuron)]
+    assert all(m.level.ready and m.level.learn for m in model.modules()
+               if isinstance(m, SpikeNeuron))
+    assert any(t != 1.0 for t in thetas), thetas
+    report, program = verify_run(run_dir)
+    assert report.agreement == 1.0, report.summary()
+    assert report.within_tolerance, report.summary()
+    spiking = [layer for layer in program.layers if isinstance(layer, SpikingLayer)]
+    assert [layer.theta for layer in spiking] == thetas
 
 
 def test_cli_deploy_then_verify(runs, tmp_path, capsys):

@@ -50,10 +50,9 @@ def test_fused_equals_eager_and_reference(steps: int, reset: str) -> None:
     for kernel in ("eager", "fused"):
         x = base.detach().clone().requires_grad_()
         neuron = SpikeNeuron(2, tau=2.0, theta=0.5, reset=reset, learn_theta=True, kernel=kernel)
-        neuron.theta.data = neuron.theta.data.double()
         y = neuron(x)
         (y * torch.linspace(-1, 1, y.numel(), dtype=y.dtype).view_as(y)).sum().backward()
-        outs[kernel], grads[kernel] = y.detach(), (x.grad, neuron.theta.grad)
+        outs[kernel], grads[kernel] = y.detach(), (x.grad, neuron.level.log2_theta.grad)
     ref = _python_reference(base.detach(), 2, 0.5, 0.5, reset == "hard")
     assert torch.equal(outs["eager"], ref)
     assert torch.equal(outs["fused"], ref)
@@ -88,8 +87,9 @@ def test_fused_restricted_add_equals_hand_rule(dtype: torch.dtype) -> None:
     b = b.flatten(0, 1).to(memory_format=torch.channels_last).view(shape)
     levels = (2 * a.double()).round() + (2 * b.double()).round()
     expected = levels.clamp(0, 3) / 2
+    theta = torch.tensor(0.5, dtype=kernels.membrane_dtype(dtype))
     for kernel in ("eager", "fused"):
-        out, inside = kernels.run("restricted_add", kernel, True, a.numel(), a, b, 0.5, 3)
+        out, inside = kernels.run("restricted_add", kernel, True, a.numel(), a, b, theta, 3, dtype)
         assert out.dtype == dtype and out.stride() == a.stride()
         assert torch.equal(out.double(), expected)
         assert torch.equal(inside, levels <= 3)

@@ -511,37 +511,6 @@ def test_input_gradient_hand_example_hard_reset_blocks():
                                                              dtype=torch.float64))
 
 
-@pytest.mark.parametrize("reset", ["hard", "soft"])
-@pytest.mark.parametrize(("bits_s", "T"), [(1, 1), (1, 4), (2, 3), (3, 5)])
-def test_learnable_theta_gradient_matches_reference(reset, bits_s, T):
-    g = torch.Generator().manual_seed(77 + T)
-    theta0 = 0.8
-    x = torch.randn(T, 4, 5, generator=g, dtype=torch.float64) * 1.5 + 0.7
-    gout = torch.randn(T, 4, 5, generator=g, dtype=torch.float64)
-
-    n = SpikeNeuron(bits_s, tau=2.0, theta=theta0, reset=reset, learn_theta=True)
-    assert isinstance(n.theta, nn.Parameter)
-    assert any(p is n.theta for p in n.parameters())
-    x1 = x.clone().requires_grad_(True)
-    n(x1).backward(gout)
-
-    theta_ref = torch.tensor(theta0, dtype=torch.float64, requires_grad=True)
-    x2 = x.clone().requires_grad_(True)
-    autograd_neuron(x2, bits_s=bits_s, tau=2.0, theta=theta_ref, reset=reset).backward(gout)
-
-    assert n.theta.grad is not None
-    torch.testing.assert_close(n.theta.grad.double(), theta_ref.grad, rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(x1.grad, x2.grad, rtol=1e-4, atol=1e-5)
-
-
-def test_learnable_theta_forward_uses_parameter():
-    n = SpikeNeuron(2, theta=1.0, learn_theta=True)
-    with torch.no_grad():
-        n.theta.fill_(0.5)
-    x = torch.tensor([[0.6], [0.0]])  # h1 = 0.6 -> k = 1 -> s = 0.5
-    assert n(x).view(-1).tolist() == [0.5, 0.0]
-
-
 # --------------------------------------------------------------------------------------------
 # Memory layout
 # --------------------------------------------------------------------------------------------

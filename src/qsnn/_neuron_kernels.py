@@ -76,9 +76,17 @@ def _step(x: Tensor, t: int) -> Tensor:
 
 
 def forward_kernel(
-    x: Tensor, steps: int, theta: Tensor, beta: float, v_reset: float, levels: int, hard: bool
+    x: Tensor,
+    steps: int,
+    theta: Tensor,
+    beta: float,
+    v_reset: float,
+    levels: int,
+    hard: bool,
+    out_dtype: torch.dtype,
 ) -> Tensor:
-    """Spikes ``s = k * theta`` for ``x: [T, N]``; ``theta`` has the membrane dtype."""
+    """Spikes ``s = k * theta`` (in ``out_dtype``) for ``x: [T, N]``; ``theta`` has the membrane
+    dtype."""
     v = None
     spikes = []
     for t in range(steps):
@@ -86,7 +94,7 @@ def forward_kernel(
         h = current if v is None else v * beta + current
         u = h / theta
         k = torch.clamp(torch.floor(u), 0, levels)
-        spikes.append((k * theta).to(x.dtype))  # cast per step: no float32 [T, N] buffer
+        spikes.append((k * theta).to(out_dtype))  # cast per step: no float32 [T, N] buffer
         v = torch.where(u >= 1, v_reset, h) if hard else h - k * theta
     return torch.stack(spikes)  # T x [N] -> [T, N]
 
@@ -134,14 +142,16 @@ def backward_kernel(
     return torch.stack(grads), grad_theta  # T x [N] -> [T, N]
 
 
-def restricted_add_kernel(a: Tensor, b: Tensor, theta: float, levels: int) -> tuple[Tensor, Tensor]:
-    """``clamp(round(a/theta) + round(b/theta), 0, L) * theta`` and the mask where the clamp is
-    open (the straight-through gradient's support); levels are summed in at least float32."""
-    dtype = torch.promote_types(a.dtype, b.dtype)
-    acc = membrane_dtype(dtype)  # half inputs: float32, exact for whole levels
+def restricted_add_kernel(
+    a: Tensor, b: Tensor, theta: Tensor, levels: int, out_dtype: torch.dtype
+) -> tuple[Tensor, Tensor]:
+    """``clamp(round(a/theta) + round(b/theta), 0, L) * theta`` (in ``out_dtype``) and the mask
+    where the clamp is open (the straight-through gradient's support); levels are summed in the
+    dtype of ``theta`` (at least float32: exact for whole levels)."""
+    acc = theta.dtype
     k = torch.round(a.to(acc) / theta) + torch.round(b.to(acc) / theta)
     inside = (k >= 0) & (k <= levels)
-    return (torch.clamp(k, 0, levels) * theta).to(dtype), inside
+    return (torch.clamp(k, 0, levels) * theta).to(out_dtype), inside
 
 
 _KERNELS = {

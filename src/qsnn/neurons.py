@@ -34,6 +34,7 @@ from torch import Tensor
 
 from . import _neuron_kernels as _kernels
 from .allocation import LayerBits, check_spike_bits
+from .level_scale import LevelRule, LevelScale, exact_spike_dtype
 from .surrogate import Surrogate
 
 __all__ = [
@@ -76,10 +77,11 @@ def spike_pattern_step(
 
 
 class _SpikePatternFn(torch.autograd.Function):
-    """Multi-step neuron over ``x: [T, B, ...]``; returns spikes ``s = k * theta``."""
+    """Multi-step neuron over ``x: [T, B, ...]``; returns spikes ``s = k * theta`` in
+    ``out_dtype``."""
 
     @staticmethod
-    def forward(ctx, x, theta, beta, levels, hard, v_reset, surrogate, kernel):  # type: ignore[override]
+    def forward(ctx, x, theta, beta, levels, hard, v_reset, surrogate, kernel, out_dtype):  # type: ignore[override]
         learn_theta = isinstance(theta, Tensor)
         acc = _kernels.membrane_dtype(x.dtype)
         theta_t = (
@@ -92,7 +94,8 @@ class _SpikePatternFn(torch.autograd.Function):
         training = any(ctx.needs_input_grad)
         numel = steps * rows.shape[1]
         spikes = _kernels.run(
-            "forward", kernel, training, numel, rows, steps, theta_t, beta, v_reset, levels, hard
+            "forward", kernel, training, numel, rows, steps, theta_t, beta, v_reset, levels, hard,
+            out_dtype,
         )
         ctx.args = (beta, v_reset, levels, hard, surrogate, kernel, learn_theta)
         ctx.shape, ctx.strides = x.shape, strides
@@ -130,7 +133,7 @@ class _SpikePatternFn(torch.autograd.Function):
         grad_x = _kernels.from_time_rows(grad_x, ctx.shape, ctx.strides)
         if grad_theta is not None:
             grad_theta = grad_theta.to(rows.dtype if rows.dtype == torch.float64 else torch.float32)
-        return grad_x, grad_theta, None, None, None, None, None, None
+        return grad_x, grad_theta, None, None, None, None, None, None, None
 
 
 def spike_pattern_neuron(
@@ -144,21 +147,28 @@ def spike_pattern_neuron(
     surrogate: Surrogate | str | None = None,
     kernel: Kernel = "auto",
 ) -> Tensor:
-    """Functional multi-step neuron: ``x: [T, B, ...] -> spikes s: [T, B, ...]`` (Eq. 6-7)."""
+    """Functional multi-step neuron: ``x: [T, B, ...] -> spikes s: [T, B, ...]`` (Eq. 6-7).
+
+    Spikes come in ``x``'s dtype when it holds every ``k * theta`` exactly, else in float32
+    (``qsnn.level_scale.exact_spike_dtype``; a tensor ``theta`` counts as unknown).
+    """
     _check_args(bits_s, tau, reset, theta, kernel)
     if x.dim() < 2:
         raise ValueError(
             f"expected input [T, B, ...] with at least 2 dims; got shape {tuple(x.shape)}"
         )
+    levels = (1 << bits_s) - 1
+    known = None if isinstance(theta, Tensor) else float(theta)
     return _SpikePatternFn.apply(
         x,
         theta,
         1.0 / tau,
-        (1 << bits_s) - 1,
+        levels,
         reset == "hard",
         float(v_reset),
         Surrogate.parse(surrogate),
         kernel,
+        exact_spike_dtype(x.dtype, known, levels),
     )
 
 
@@ -205,19 +215,30 @@ class SpikeNeuron(SpikeLevels, nn.Module):
         bits_s: spike bits ``b_s`` in 1..16; outputs take ``2**b_s`` values ``k * theta``.
         tau: membrane time constant ``tau >= 1``, leak ``beta = 1/tau``; ``tau = 1`` keeps the
             whole potential (integrate-and-fire), the default 2 halves it every step.
-        theta: firing threshold (and spike scale) ``theta > 0``.
+        theta: firing threshold and level step ``theta > 0`` (its meaning per ``level_scale``).
+        level_scale: how the step is set (``qsnn.level_scale``): ``"fixed"`` (``theta`` at
+            every ``b_s``), ``"scaled"`` (``theta * 2**(1 - b_s)``) or ``"data"`` (LSQ's
+            ``2 * mean|I| / sqrt(L)`` on the first training batch).
+        learn_theta: train the step (log domain, LSQ gradient scale) from its rule's value.
+        pow2_theta: round computed and learned steps to powers of two (exact bf16 spikes up
+            to ``b_s = 8``; a fixed, untrained ``theta`` is used as given).
         reset: ``"hard"`` (to ``v_reset`` where a spike fired, the paper's choice) or ``"soft"``
             (subtract ``k * theta``).
         v_reset: hard-reset potential.
-        learn_theta: make ``theta`` a trained parameter.
         surrogate: ``Surrogate``, ``"shape[:width]"`` or ``None`` for the default triangle.
         kernel: ``"eager"`` (plain torch ops), ``"fused"`` (one ``torch.compile`` kernel per
             direction; needs a C++ toolchain) or ``"auto"`` (fused for calls of at least
             ``2**20`` elements in training, falling back to eager if compiling fails). Same
-            equations;
-            results agree up to float rounding of the membrane update.
+            equations; results agree up to float rounding of the membrane update.
+        level: a ``LevelScale`` to use (and share with other modules) instead of building one
+            from ``theta``, ``level_scale``, ``learn_theta`` and ``pow2_theta``.
 
-    Every call starts from ``v = 0``; nothing is kept between calls.
+    Spikes are exact at every ``b_s``: they come in the input's dtype (bf16 under autocast)
+    when it holds every ``k * theta``, else in float32, and ``QuantConv2d``/``QuantLinear``
+    read a float32 input under autocast exactly (two bf16 halves).
+
+    Every call starts from ``v = 0``; nothing is kept between calls. (A step set from data or
+    trained is a parameter of the layer, like a weight, not membrane state.)
     """
 
     def __init__(
@@ -226,15 +247,18 @@ class SpikeNeuron(SpikeLevels, nn.Module):
         *,
         tau: float = 2.0,
         theta: float = 1.0,
+        level_scale: LevelRule = "fixed",
+        learn_theta: bool = False,
+        pow2_theta: bool = True,
         reset: ResetMode = "hard",
         v_reset: float = 0.0,
-        learn_theta: bool = False,
         surrogate: Surrogate | str | None = None,
         kernel: Kernel = "auto",
+        level: LevelScale | None = None,
     ) -> None:
         super().__init__()
         _check_args(bits_s, tau, reset, theta, kernel)
-        if not isinstance(v_reset, (int, float)):
+        if isinstance(v_reset, bool) or not isinstance(v_reset, (int, float)):
             raise ValueError(f"v_reset must be a number; got {v_reset!r}")
         self.bits_s = bits_s
         self.tau = float(tau)
@@ -242,31 +266,48 @@ class SpikeNeuron(SpikeLevels, nn.Module):
         self.v_reset = float(v_reset)
         self.surrogate = Surrogate.parse(surrogate)
         self.kernel = kernel
-        if learn_theta:
-            self.theta: float | nn.Parameter = nn.Parameter(torch.tensor(float(theta)))
-        else:
-            self.theta = float(theta)
+        if level is None:
+            level = LevelScale(theta, rule=level_scale, learn=learn_theta, pow2=pow2_theta)
+        elif not isinstance(level, LevelScale):
+            raise ValueError(f"level must be a LevelScale; got {type(level).__name__}")
+        self.level = level
+
+    @property
+    def theta(self) -> float:
+        """The current level step (threshold) as a float: what ``to_levels``, ``qsnn.profile``
+        and deployment use."""
+        return self.level.value(self.bits_s)
+
+    def step(self) -> float | Tensor:
+        """The level step this neuron fires with (a tensor when stored or learned)."""
+        return self.level.step(self.bits_s)
 
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() < 2:
             raise ValueError(
                 f"{type(self).__name__} expects [T, B, ...] input; got shape {tuple(x.shape)}"
             )
+        if self.training and not self.level.ready:
+            self.level.initialize(x, self.bits_s)
+        features = x[0, 0].numel()
+        theta = self.level.step(self.bits_s, features)
+        out_dtype = exact_spike_dtype(x.dtype, self.level.exact_theta(self.bits_s), self.levels)
         return _SpikePatternFn.apply(
             x,
-            self.theta,
+            theta,
             1.0 / self.tau,
             self.levels,
             self.reset == "hard",
             self.v_reset,
             self.surrogate,
             self.kernel,
+            out_dtype,
         )
 
     def to_levels(self, spikes: Tensor) -> Tensor:
         """Integer levels ``k_t`` (int32) of spikes this neuron produced: ``round(s / theta)``."""
         with torch.no_grad():
-            return torch.round(spikes.float() / float(self.theta)).to(torch.int32)
+            return torch.round(spikes.float() / self.theta).to(torch.int32)
 
     def forward_levels(self, x: Tensor) -> Tensor:
         """The integer levels ``k_t`` (int32) the neuron fires for ``x`` (what hardware sends)."""
@@ -274,10 +315,8 @@ class SpikeNeuron(SpikeLevels, nn.Module):
             return self.to_levels(self.forward(x))
 
     def extra_repr(self) -> str:
-        theta = float(self.theta)
-        learn = ", learn_theta=True" if isinstance(self.theta, nn.Parameter) else ""
         return (
-            f"bits_s={self.bits_s}, tau={self.tau:g}, theta={theta:g}{learn}, "
+            f"bits_s={self.bits_s}, tau={self.tau:g}, theta={self.theta:g}, "
             f"reset={self.reset!r}, surrogate={self.surrogate.shape}:{self.surrogate.width:g}"
         )
 

@@ -28,7 +28,9 @@ from .allocation import FLOAT_WEIGHT_BITS, LayerBits, check_weight_bits
 __all__ = [
     "QuantConv2d",
     "QuantLinear",
+    "exact_halves",
     "fake_quantize_weight",
+    "low_precision_autocast",
     "weight_codes",
     "weight_qmax",
     "weight_scale",
@@ -142,14 +144,42 @@ def fake_quantize_weight(
     return q * s
 
 
+def low_precision_autocast(device_type: str) -> torch.dtype | None:
+    """The dtype of an active bf16/fp16 autocast on ``device_type``, else ``None``."""
+    if not torch.is_autocast_enabled(device_type):
+        return None
+    dtype = torch.get_autocast_dtype(device_type)
+    return dtype if dtype in (torch.bfloat16, torch.float16) else None
+
+
+def exact_halves(x: Tensor) -> tuple[Tensor, Tensor] | None:
+    """A float32 ``x`` under a bf16/fp16 autocast as two halves ``hi + lo`` in that precision.
+
+    ``hi = low(x)``, ``lo = low(x - hi)``: exact for values with up to twice the precision's
+    significant bits (16 for bf16), so spike levels ``k * theta`` of any ``b_s <= 16`` on a
+    power-of-two step pass through a bf16 conv unrounded (``SpikeNeuron`` sends float32 only
+    when bf16 cannot hold its levels). ``None`` when ``x`` is not such an input.
+    """
+    if x.dtype != torch.float32:
+        return None
+    low = low_precision_autocast(x.device.type)
+    if low is None:
+        return None
+    hi = x.to(low)
+    return hi, (x - hi).to(low)
+
+
 class _QuantWeight:
     """Mixin: quantize ``self.weight`` to ``bits_w`` on every forward."""
 
     weight: nn.Parameter
 
     def _init_quant(self, bits_w: int, per_channel: bool, learn_scale: bool) -> None:
-        self.per_channel = bool(per_channel)
-        self.learn_scale = bool(learn_scale)
+        for name, flag in (("per_channel", per_channel), ("learn_scale", learn_scale)):
+            if not isinstance(flag, bool):
+                raise ValueError(f"{name} must be True or False; got {flag!r}")
+        self.per_channel = per_channel
+        self.learn_scale = learn_scale
         self.register_parameter("scale", None)  # type: ignore[attr-defined]
         self.bits_w = bits_w
 
@@ -215,7 +245,12 @@ class QuantConv2d(_QuantWeight, nn.Conv2d):
         self._init_quant(bits_w, per_channel, learn_scale)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self._conv_forward(x, self.quantized_weight(), self.bias)
+        weight = self.quantized_weight()
+        halves = exact_halves(x)
+        if halves is None:
+            return self._conv_forward(x, weight, self.bias)
+        hi, lo = halves  # float32 spike levels under autocast: conv(x) = conv(hi) + conv(lo)
+        return self._conv_forward(hi, weight, self.bias) + self._conv_forward(lo, weight, None)
 
     def extra_repr(self) -> str:
         return f"{nn.Conv2d.extra_repr(self)}, {self._quant_repr()}"
@@ -239,7 +274,12 @@ class QuantLinear(_QuantWeight, nn.Linear):
         self._init_quant(bits_w, per_channel, learn_scale)
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.linear(x, self.quantized_weight(), self.bias)
+        weight = self.quantized_weight()
+        halves = exact_halves(x)
+        if halves is None:
+            return F.linear(x, weight, self.bias)
+        hi, lo = halves  # float32 spike levels under autocast (see exact_halves)
+        return F.linear(hi, weight, self.bias) + F.linear(lo, weight)
 
     def extra_repr(self) -> str:
         return f"{nn.Linear.extra_repr(self)}, {self._quant_repr()}"

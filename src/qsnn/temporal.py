@@ -14,8 +14,30 @@ import torch.nn as nn
 from torch import Tensor
 
 from .allocation import check_time_steps
+from .quant import low_precision_autocast
 
-__all__ = ["FoldTime", "StaticEncoder", "TimeMean", "fold_time", "time_major_empty_like"]
+__all__ = [
+    "FoldTime",
+    "StaticEncoder",
+    "TimeMean",
+    "autocast_input",
+    "fold_time",
+    "time_major_empty_like",
+]
+
+
+def autocast_input(x: Tensor) -> Tensor:
+    """A float32 raw input in the active bf16/fp16 autocast precision, else ``x`` itself.
+
+    The first conv would cast it so anyway; doing it here lets ``QuantConv2d``/``QuantLinear``
+    treat every float32 input under autocast as spike levels that must stay exact
+    (``qsnn.quant.exact_halves``), without running the stem twice.
+    """
+    if x.dtype == torch.float32:
+        low = low_precision_autocast(x.device.type)
+        if low is not None:
+            return x.to(low)
+    return x
 
 
 def _check_time_major(x: Tensor, who: str) -> None:
@@ -111,6 +133,7 @@ class StaticEncoder(nn.Module):
         self.stem = stem
 
     def forward(self, x: Tensor) -> Tensor:
+        x = autocast_input(x)
         if self.stem is not None:
             x = self.stem(x)
         return _RepeatTime.apply(x, self.time_steps)  # [B, ...] -> [T, B, ...]

@@ -41,6 +41,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..level_scale import LevelScale
 from ..neurons import QuantActivation, SpikeNeuron
 from ..quant import QuantConv2d, QuantLinear, weight_qmax
 from ..temporal import FoldTime, StaticEncoder, TimeMean
@@ -105,7 +106,7 @@ def _stages(model: nn.Module) -> list[tuple[str, nn.Module]]:
         return list(model.named_children())
     known = (nn.Sequential, SpikeNeuron, QuantConv2d, QuantLinear, nn.BatchNorm1d,
              nn.BatchNorm2d, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.Flatten,
-             FoldTime, StaticEncoder, TimeMean, nn.Identity, nn.Dropout)
+             FoldTime, StaticEncoder, TimeMean, nn.Identity, nn.Dropout, LevelScale)
     from ..models import ConvBN, ConvBNNeuron, LinearBNNeuron, SpikingStem
 
     known += (ConvBN, ConvBNNeuron, LinearBNNeuron, SpikingStem)

@@ -28,12 +28,14 @@ from torch import Tensor
 
 from .. import _neuron_kernels as _kernels
 from ..allocation import Bits, BitsPolicy, check_spike_bits
-from ..neurons import SpikeLevels, SpikeNeuron
-from ..quant import QuantConv2d, QuantLinear
+from ..level_scale import LevelScale, exact_spike_dtype
+from ..neurons import SpikeLevels, SpikeNeuron, _SpikePatternFn
+from ..quant import QuantConv2d, QuantLinear, low_precision_autocast
 from ..surrogate import Surrogate
-from ..temporal import FoldTime, StaticEncoder, fold_time
+from ..temporal import FoldTime, StaticEncoder, autocast_input, fold_time
 
 __all__ = [
+    "MODEL_NEURON_DEFAULTS",
     "NEURON_KWARGS",
     "QUANT_KWARGS",
     "ConvBN",
@@ -44,16 +46,25 @@ __all__ = [
     "RestrictedAdd",
     "SEWAdd",
     "SpikingStem",
+    "level_matmul",
     "to_2tuple",
 ]
 
 #: Neuron settings a model accepts through ``neuron={...}``: every keyword of ``SpikeNeuron``
-#: (``tau``, ``theta``, ``reset``, ``surrogate``, ``kernel``, ...); ``b_s`` comes from ``bits``.
+#: (``tau``, ``theta``, ``level_scale``, ``learn_theta``, ``reset``, ``surrogate``, ...) but the
+#: shared ``level`` object; ``b_s`` comes from ``bits``.
 NEURON_KWARGS = frozenset(
     name
     for name, p in inspect.signature(SpikeNeuron.__init__).parameters.items()
-    if p.kind is inspect.Parameter.KEYWORD_ONLY
+    if p.kind is inspect.Parameter.KEYWORD_ONLY and name != "level"
 )
+#: The neuron settings every zoo model starts from (``neuron={...}`` overrides them): the level
+#: scale chosen by measurement across allocations (BENCHMARKS.md, "Level scale"). A plain
+#: ``SpikeNeuron`` keeps its own defaults (``fixed``, ``theta = 1``).
+MODEL_NEURON_DEFAULTS: dict[str, Any] = {}
+#: The settings that make a neuron's ``LevelScale`` (the rest go to ``SpikeNeuron`` itself).
+_LEVEL_KWARGS = {"theta": "theta", "level_scale": "rule", "learn_theta": "learn",
+                 "pow2_theta": "pow2"}
 #: Weight-quantizer settings a model accepts through ``quant={...}`` (``b_w`` comes from ``bits``).
 QUANT_KWARGS = frozenset({"per_channel", "learn_scale"})
 
@@ -69,6 +80,18 @@ def to_2tuple(value: int | tuple[int, int] | list[int], name: str = "img_size") 
     if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in pair):
         raise ValueError(f"{name} must hold positive integers; got {value!r}")
     return pair
+
+
+def level_matmul(a: Tensor, b: Tensor) -> Tensor:
+    """``a @ b`` of two level tensors, exact under autocast: when either holds levels that the
+    autocast precision cannot (a float32 tensor, see ``exact_spike_dtype``), the product runs
+    in float32 instead of rounding them."""
+    if a.dtype == torch.float32 or b.dtype == torch.float32:
+        device = a.device.type
+        if low_precision_autocast(device) is not None:
+            with torch.autocast(device, enabled=False):
+                return a.float() @ b.float()
+    return a @ b
 
 
 def _check_kwargs(given: Mapping[str, Any] | None, allowed: frozenset[str], what: str) -> dict:
@@ -88,8 +111,9 @@ class LayerFactory:
     Args:
         bits: the model's default allocation; conv/linear layers get ``b_w = bits.w`` and neurons
             ``b_s = bits.s`` (``apply_bits`` later applies per-layer overrides).
-        neuron: ``SpikeNeuron`` settings for every neuron (``tau``, ``theta``, ``reset``,
-            ``v_reset``, ``learn_theta``, ``surrogate``, ``kernel``); defaults are the neuron's.
+        neuron: ``SpikeNeuron`` settings for every neuron (``tau``, ``theta``, ``level_scale``,
+            ``learn_theta``, ``pow2_theta``, ``reset``, ``v_reset``, ``surrogate``, ``kernel``);
+            defaults are the neuron's.
         quant: weight-quantizer settings for every conv/linear (``per_channel``, ``learn_scale``).
     """
 
@@ -111,13 +135,20 @@ class LayerFactory:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "bits", Bits.parse(self.bits))
-        object.__setattr__(self, "neuron", _check_kwargs(self.neuron, NEURON_KWARGS, "neuron"))
+        neuron = _check_kwargs(self.neuron, NEURON_KWARGS, "neuron")
+        object.__setattr__(self, "neuron", {**MODEL_NEURON_DEFAULTS, **neuron})
         object.__setattr__(self, "quant", _check_kwargs(self.quant, QUANT_KWARGS, "quant"))
 
     @property
     def theta(self) -> float:
-        """The shared firing threshold (spike scale) of the model's neurons."""
+        """The ``theta`` setting of the model's neurons (the step itself under ``fixed``)."""
         return float(self.neuron.get("theta", 1.0))
+
+    def level_scale(self, *, theta_scale: float = 1.0) -> LevelScale:
+        """A new ``LevelScale`` with the model's rule; ``theta_scale`` multiplies ``theta``."""
+        kw = {_LEVEL_KWARGS[k]: v for k, v in self.neuron.items() if k in _LEVEL_KWARGS}
+        kw["theta"] = self.theta * theta_scale
+        return LevelScale(**kw)
 
     def conv(
         self,
@@ -146,27 +177,37 @@ class LayerFactory:
         """``b_w``-bit ``Linear``."""
         return QuantLinear(fin, fout, bias, bits_w=self.bits.w, **self.quant)
 
-    def neuron_module(self, *, theta_scale: float = 1.0) -> SpikeNeuron:
-        """``b_s``-bit ``SpikeNeuron``; ``theta_scale`` multiplies the shared threshold."""
-        kw = dict(self.neuron)
-        kw["theta"] = self.theta * theta_scale
-        return SpikeNeuron(self.bits.s, **kw)
+    def neuron_module(
+        self, *, theta_scale: float = 1.0, level: LevelScale | None = None
+    ) -> SpikeNeuron:
+        """``b_s``-bit ``SpikeNeuron`` with its own level scale (``theta_scale`` times
+        ``theta``) or the shared ``level``."""
+        kw = {k: v for k, v in self.neuron.items() if k not in _LEVEL_KWARGS}
+        return SpikeNeuron(self.bits.s, level=level or self.level_scale(theta_scale=theta_scale),
+                           **kw)
 
     def quantizer(self, *, theta: float) -> LevelQuantizer:
-        """Stateless ``b_s``-bit ``LevelQuantizer`` with step ``theta``."""
+        """Stateless ``b_s``-bit ``LevelQuantizer`` with step ``theta`` (or the step passed to
+        each call)."""
         kw = {k: v for k, v in self.neuron.items() if k in ("surrogate", "kernel")}
         return LevelQuantizer(self.bits.s, theta=theta, **kw)
 
-    def sew_add(self) -> SEWAdd:
-        """Restricted ``b_s``-bit ADD on the shared threshold."""
-        return SEWAdd(self.bits.s, theta=self.theta)
+    def sew_add(self, level: LevelScale) -> SEWAdd:
+        """Restricted ``b_s``-bit ADD on the grid ``level`` that both its inputs share."""
+        return SEWAdd(self.bits.s, level=level)
 
     def stem(
-        self, conv_bn: nn.Module, pool: nn.Module | None = None, *, in_channels: int
+        self,
+        conv_bn: nn.Module,
+        pool: nn.Module | None = None,
+        *,
+        in_channels: int,
+        level: LevelScale | None = None,
     ) -> SpikingStem:
-        """The model's stem at ``T = bits.t``: ``conv_bn`` computed once, a neuron, ``pool``."""
+        """The model's stem at ``T = bits.t``: ``conv_bn`` computed once, a neuron (on the
+        shared grid ``level`` if given), ``pool``."""
         return SpikingStem(
-            self.bits.t, conv_bn, self.neuron_module(), pool, in_channels=in_channels
+            self.bits.t, conv_bn, self.neuron_module(level=level), pool, in_channels=in_channels
         )
 
     def conv_bn(
@@ -186,11 +227,13 @@ class LayerFactory:
         kernel_size: int,
         stride: int = 1,
         padding: int | None = None,
+        *,
+        level: LevelScale | None = None,
     ) -> ConvBNNeuron:
         return ConvBNNeuron(
             self.conv(cin, cout, kernel_size, stride, padding),
             nn.BatchNorm2d(cout),
-            self.neuron_module(),
+            self.neuron_module(level=level),
         )
 
     def linear_bn_neuron(
@@ -266,10 +309,11 @@ class _RestrictedAddFn(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, a: Tensor, b: Tensor, theta: float, levels: int) -> Tensor:  # type: ignore[override]
+    def forward(ctx, a: Tensor, b: Tensor, theta: Tensor, levels: int,  # type: ignore[override]
+                out_dtype: torch.dtype) -> Tensor:
         training = any(ctx.needs_input_grad)
         out, inside = _kernels.run(
-            "restricted_add", "auto", training, a.numel(), a, b, theta, levels
+            "restricted_add", "auto", training, a.numel(), a, b, theta, levels, out_dtype
         )
         ctx.save_for_backward(inside)
         return out
@@ -278,13 +322,13 @@ class _RestrictedAddFn(torch.autograd.Function):
     def backward(ctx, grad: Tensor):  # type: ignore[override]
         (inside,) = ctx.saved_tensors
         g = torch.where(inside, grad, 0.0)
-        return g, g, None, None
+        return g, g, None, None, None
 
 
 class SEWAdd(SpikeLevels, nn.Module):
     """The restricted spike-element-wise ADD of SEW-ResNet (Shen et al., CVPR 2024; SPEC §6).
 
-    Both inputs are spikes on one shared threshold ``theta`` (``s = k * theta``); their integer
+    Both inputs are spikes on one shared grid ``theta`` (``s = k * theta``); their integer
     levels are added and clamped back to ``b_s`` bits, so the next layer's input really is
     ``b_s``-bit (the unrestricted SEW ADD of Fang et al. 2021 would widen it to ``b_s + 1``):
 
@@ -292,18 +336,32 @@ class SEWAdd(SpikeLevels, nn.Module):
 
     Gradient: straight-through, ``d out / d a = d out / d b = 1`` where the level sum lies in
     ``[0, L]`` and 0 where the clamp binds. With ``b_s = 1`` this is a logical OR of two spike
-    trains. Inputs on another grid (a learned threshold) are rounded to this one.
+    trains. The grid is a ``LevelScale`` shared with the neurons that make both inputs (the
+    zoo's SEW-ResNet passes it), so a step set from data or learned stays one grid; a fixed
+    ``theta`` builds one of its own. Output in the inputs' promoted dtype when it holds every
+    level exactly, else float32.
 
     ``b_s`` comes from ``set_layer_bits`` like a neuron's, so ``qsnn.apply_bits`` and per-layer
     overrides reach it; ``output_bits`` tells ``qsnn.profile`` its output width.
     """
 
-    def __init__(self, bits_s: int = 1, *, theta: float = 1.0) -> None:
+    def __init__(
+        self, bits_s: int = 1, *, theta: float = 1.0, level: LevelScale | None = None
+    ) -> None:
         super().__init__()
         self.bits_s = check_spike_bits(bits_s, "bits_s")
-        if isinstance(theta, bool) or not isinstance(theta, (int, float)) or not theta > 0:
-            raise ValueError(f"theta (shared threshold) must be a number > 0; got {theta!r}")
-        self.theta = float(theta)
+        if level is None:
+            if isinstance(theta, bool) or not isinstance(theta, (int, float)) or not theta > 0:
+                raise ValueError(f"theta (shared threshold) must be a number > 0; got {theta!r}")
+            level = LevelScale(float(theta))
+        elif not isinstance(level, LevelScale):
+            raise ValueError(f"level must be a LevelScale; got {type(level).__name__}")
+        self.level = level
+
+    @property
+    def theta(self) -> float:
+        """The grid's current step as a float."""
+        return self.level.value(self.bits_s)
 
     def forward(self, a: Tensor, b: Tensor) -> Tensor:
         if a.shape != b.shape:
@@ -311,7 +369,12 @@ class SEWAdd(SpikeLevels, nn.Module):
                 f"{type(self).__name__} adds two spike tensors of one shape; got {tuple(a.shape)} "
                 f"and {tuple(b.shape)}"
             )
-        return _RestrictedAddFn.apply(a, b, self.theta, self.levels)
+        dtype = torch.promote_types(a.dtype, b.dtype)
+        step = self.level.step(self.bits_s)
+        step = step.detach() if isinstance(step, Tensor) else step  # the grid, not a weight
+        theta = torch.as_tensor(step, dtype=_kernels.membrane_dtype(dtype), device=a.device)
+        out_dtype = exact_spike_dtype(dtype, self.level.exact_theta(self.bits_s), self.levels)
+        return _RestrictedAddFn.apply(a, b, theta, self.levels, out_dtype)
 
     def to_levels(self, out: Tensor) -> Tensor:
         """Integer levels (int32) of an output of this module."""
@@ -332,8 +395,9 @@ class LevelQuantizer(SpikeNeuron):
     The neuron of paper Eq. 6-7 at ``T = 1`` (Eq. 2): ``clamp(floor(x / theta), 0, L) * theta``
     with the neuron's surrogate gradient; no membrane is carried between steps (the ``T`` steps
     are folded into the batch). Spikformer uses it to restrict the attention matrix ``Q K^T`` of
-    each step to ``b_s`` bits. It is a ``SpikeNeuron``, so ``output_bits``, ``set_layer_bits``
-    and ``to_levels`` behave the same.
+    each step to ``b_s`` bits, with the step ``theta_q * theta_k`` of the two level tensors
+    passed to each call (``forward(x, theta)``). It is a ``SpikeNeuron``, so ``output_bits``,
+    ``set_layer_bits`` and ``to_levels`` behave the same; ``theta`` reads the last step used.
     """
 
     def __init__(
@@ -345,14 +409,37 @@ class LevelQuantizer(SpikeNeuron):
         kernel: str = "auto",
     ) -> None:
         super().__init__(bits_s, tau=1.0, theta=theta, surrogate=surrogate, kernel=kernel)
+        self._last: tuple[float | Tensor, float | None] | None = None
 
-    def forward(self, x: Tensor) -> Tensor:
+    @property
+    def theta(self) -> float:
+        """The step of the last call (the fixed ``theta`` before any call with a step)."""
+        if self._last is None:
+            return super().theta
+        step = self._last[0]
+        return float(step.detach()) if isinstance(step, Tensor) else float(step)
+
+    def forward(
+        self, x: Tensor, theta: float | Tensor | None = None, exact_theta: float | None = None
+    ) -> Tensor:
+        """``x: [T, B, ...]``; ``theta``: a step for this call (a float or a 0-dim tensor, not
+        trained here), ``exact_theta`` its value when known (see ``exact_spike_dtype``)."""
         if x.dim() < 2:
             raise ValueError(
                 f"{type(self).__name__} expects [T, B, ...] input; got {tuple(x.shape)}"
             )
+        if theta is None:
+            step, known = self.level.step(self.bits_s), self.level.exact_theta(self.bits_s)
+        else:
+            step = theta.detach() if isinstance(theta, Tensor) else float(theta)
+            known = exact_theta if isinstance(theta, Tensor) else float(theta)
+        self._last = (step, known)
         steps, batch = x.shape[:2]
-        y = super().forward(x.flatten(0, 1).unsqueeze(0))  # [T, B, ...] -> [1, T*B, ...]
+        flat = x.flatten(0, 1).unsqueeze(0)  # [T, B, ...] -> [1, T*B, ...]
+        y = _SpikePatternFn.apply(
+            flat, step, 1.0, self.levels, True, 0.0, self.surrogate, self.kernel,
+            exact_spike_dtype(x.dtype, known, self.levels),
+        )
         return y.squeeze(0).unflatten(0, (steps, batch))  # [1, T*B, ...] -> [T, B, ...]
 
 
@@ -395,7 +482,8 @@ class SpikingStem(nn.Module):
                     f"time-major input has T={x.shape[0]} steps but the allocation has T={steps}; "
                     f"expected [{steps}, B, {chans}, H, W], got {tuple(x.shape)}"
                 )
-            x = fold_time(self.encoder.stem, x)  # [T, B, C, H, W] -> [T, B, C', H', W']
+            # [T, B, C, H, W] -> [T, B, C', H', W']
+            x = fold_time(self.encoder.stem, autocast_input(x))
         else:
             raise ValueError(
                 f"expected a static image [B, {chans}, H, W] or time-major frames "

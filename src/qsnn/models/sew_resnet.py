@@ -10,7 +10,10 @@ and on the downsample branch (``conv1x1 -> bn -> neuron``).
 Change from Shen et al. (CVPR 2024, SPEC §6): the ADD is restricted to ``b_s`` bits. Both inputs
 are spikes on one shared threshold; their integer levels are added and clamped to
 ``[0, 2**b_s - 1]`` (``SEWAdd``), so every block outputs ``b_s``-bit spikes and the next conv's
-input really is ``b_s``-bit.
+input really is ``b_s``-bit. The shared threshold is one ``LevelScale`` per grid: the stem's
+neuron, every block's last neuron and ADD up to the first downsample branch share one, and each
+downsample neuron starts a new one for its stage (so a step set from data or learned keeps the
+two inputs of every ADD on one grid).
 
 Names: ``sew_resnet{18,34,50}`` use the ImageNet stem (7x7/2 conv, bn, neuron, 3x3/2 max-pool;
 1000 classes, 224x224); ``sew_resnet{18,34,50}_cifar`` use the CIFAR stem (3x3/1 conv, bn,
@@ -26,6 +29,7 @@ import torch.nn as nn
 from torch import Tensor
 
 from ..allocation import Bits, BitsPolicy
+from ..level_scale import LevelScale
 from ..temporal import FoldTime, TimeMean
 from ._base import SpikingModel
 from ._registry import register_model
@@ -50,17 +54,22 @@ class SEWBasicBlock(nn.Module):
     """``conv3x3-bn-neuron -> conv3x3-bn-neuron``, restricted ADD with the (downsampled) input.
 
     ``[T, B, C_in, H, W] -> [T, B, C, H/s, W/s]``; input and output are ``b_s``-bit spikes.
+    ``grid`` is the level scale of the input; the ADD's two inputs (the last neuron and the
+    identity or the downsample neuron) share one grid, which is also the output's (``add.level``).
     """
 
     expansion = 1
 
     def __init__(self, f: LayerFactory, inplanes: int, planes: int, stride: int = 1,
-                 downsample: bool = False) -> None:
+                 downsample: bool = False, *, grid: LevelScale) -> None:
         super().__init__()
+        grid = f.level_scale() if downsample else grid  # a downsample branch starts a new grid
         self.conv1 = f.conv_bn_neuron(inplanes, planes, 3, stride)
-        self.conv2 = f.conv_bn_neuron(planes, planes, 3)
-        self.downsample = f.conv_bn_neuron(inplanes, planes, 1, stride) if downsample else None
-        self.add = f.sew_add()
+        self.conv2 = f.conv_bn_neuron(planes, planes, 3, level=grid)
+        self.downsample = (
+            f.conv_bn_neuron(inplanes, planes, 1, stride, level=grid) if downsample else None
+        )
+        self.add = f.sew_add(grid)
 
     def forward(self, x: Tensor) -> Tensor:
         out = self.conv2(self.conv1(x))
@@ -74,14 +83,17 @@ class SEWBottleneck(nn.Module):
     expansion = 4
 
     def __init__(self, f: LayerFactory, inplanes: int, planes: int, stride: int = 1,
-                 downsample: bool = False) -> None:
+                 downsample: bool = False, *, grid: LevelScale) -> None:
         super().__init__()
         out = planes * self.expansion
+        grid = f.level_scale() if downsample else grid  # a downsample branch starts a new grid
         self.conv1 = f.conv_bn_neuron(inplanes, planes, 1)
         self.conv2 = f.conv_bn_neuron(planes, planes, 3, stride)
-        self.conv3 = f.conv_bn_neuron(planes, out, 1)
-        self.downsample = f.conv_bn_neuron(inplanes, out, 1, stride) if downsample else None
-        self.add = f.sew_add()
+        self.conv3 = f.conv_bn_neuron(planes, out, 1, level=grid)
+        self.downsample = (
+            f.conv_bn_neuron(inplanes, out, 1, stride, level=grid) if downsample else None
+        )
+        self.add = f.sew_add(grid)
 
     def forward(self, x: Tensor) -> Tensor:
         out = self.conv3(self.conv2(self.conv1(x)))
@@ -130,12 +142,13 @@ class SEWResNet(SpikingModel):
         else:
             raise ValueError(f"stem must be 'imagenet' or 'cifar'; got {stem!r}")
         self.stem_kind = stem
-        self.stem = f.stem(conv_bn, pool, in_channels=in_channels)
+        grid = f.level_scale()  # the stem's spikes; the identity path carries this grid on
+        self.stem = f.stem(conv_bn, pool, in_channels=in_channels, level=grid)
         self._inplanes = 64
-        self.layer1 = self._make_layer(f, block, 64, layers[0])
-        self.layer2 = self._make_layer(f, block, 128, layers[1], stride=2)
-        self.layer3 = self._make_layer(f, block, 256, layers[2], stride=2)
-        self.layer4 = self._make_layer(f, block, 512, layers[3], stride=2)
+        self.layer1, grid = self._make_layer(f, block, 64, layers[0], grid=grid)
+        self.layer2, grid = self._make_layer(f, block, 128, layers[1], stride=2, grid=grid)
+        self.layer3, grid = self._make_layer(f, block, 256, layers[2], stride=2, grid=grid)
+        self.layer4, grid = self._make_layer(f, block, 512, layers[3], stride=2, grid=grid)
         self.pool = FoldTime(nn.AdaptiveAvgPool2d(1))
         self.head = f.linear(512 * block.expansion, num_classes)
         self.readout = TimeMean()
@@ -145,12 +158,15 @@ class SEWResNet(SpikingModel):
         self.set_bits(bits, overrides)
 
     def _make_layer(self, f: LayerFactory, block: type[SEWBasicBlock] | type[SEWBottleneck],
-                    planes: int, blocks: int, stride: int = 1) -> nn.Sequential:
+                    planes: int, blocks: int, stride: int = 1, *,
+                    grid: LevelScale) -> tuple[nn.Sequential, LevelScale]:
+        """A stage and the grid of its output (a new one after a downsample branch)."""
         downsample = stride != 1 or self._inplanes != planes * block.expansion
-        layers = [block(f, self._inplanes, planes, stride, downsample)]
+        layers = [block(f, self._inplanes, planes, stride, downsample, grid=grid)]
+        grid = layers[0].add.level
         self._inplanes = planes * block.expansion
-        layers += [block(f, self._inplanes, planes) for _ in range(1, blocks)]
-        return nn.Sequential(*layers)
+        layers += [block(f, self._inplanes, planes, grid=grid) for _ in range(1, blocks)]
+        return nn.Sequential(*layers), grid
 
     def forward_features(self, x: Tensor) -> Tensor:
         """``[B, C, H, W]`` or ``[T, B, C, H, W]`` -> pooled features ``[T, B, D]``."""

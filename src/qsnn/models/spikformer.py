@@ -17,8 +17,10 @@ Origin of the layout: the public Spikformer code (ZK-Zhou/spikformer: ``cifar10/
 
 Change from Shen et al. (CVPR 2024, SPEC §6): the attention matrix is restricted to ``b_s`` bits.
 ``S = Q K^T`` of each step and head, a matrix of level products (``theta**2`` times an integer),
-goes through ``attn_map``, a stateless ``b_s``-bit ``LevelQuantizer`` with step ``theta**2``:
-``A = clamp(floor(S / theta**2), 0, L) * theta**2``, i.e. its integer counts clamped to ``L``.
+goes through ``attn_map``, a stateless ``b_s``-bit ``LevelQuantizer`` with step
+``theta_q * theta_k`` (``theta**2`` when both neurons share a fixed ``theta``):
+``A = clamp(floor(S / (theta_q theta_k)), 0, L) * theta_q theta_k``, i.e. its integer counts
+clamped to ``L``.
 So ``A V`` multiplies two ``b_s``-bit level tensors, as the bit-serial hardware needs, and S-ACE
 counts ``b_s * b_s`` for both products. The quantizer sits on ``Q K^T`` (before the scale) and
 not on ``A V`` because ``A`` is the operand that would otherwise be ``log2(d * L**2)`` bits
@@ -43,7 +45,7 @@ from ..allocation import Bits, BitsPolicy
 from ..temporal import FoldTime, TimeMean
 from ._base import SpikingModel
 from ._registry import register_model
-from .layers import LayerFactory
+from .layers import LayerFactory, level_matmul
 
 __all__ = [
     "MLP",
@@ -116,13 +118,26 @@ class SSA(nn.Module):
         self.attn_sn = f.neuron_module(theta_scale=0.5)
         self.proj = f.linear_bn_neuron(dim, dim)
 
+    def _product_step(self) -> tuple[float | Tensor, float | None]:
+        q, k = self.q.sn, self.k.sn
+        step_q, step_k = q.step(), k.step()
+        if isinstance(step_q, Tensor):
+            step_q = step_q.detach()
+        if isinstance(step_k, Tensor):
+            step_k = step_k.detach()
+        exact_q, exact_k = q.level.exact_theta(q.bits_s), k.level.exact_theta(k.bits_s)
+        exact = None if exact_q is None or exact_k is None else exact_q * exact_k
+        return step_q * step_k, exact
+
     def _heads(self, x: Tensor) -> Tensor:
         return x.unflatten(-1, (self.num_heads, -1)).transpose(2, 3)  # [T,B,N,D] -> [T,B,H,N,d]
 
     def forward(self, x: Tensor) -> Tensor:
         q, k, v = self._heads(self.q(x)), self._heads(self.k(x)), self._heads(self.v(x))
-        attn = self.attn_map(q @ k.transpose(-2, -1))  # [T, B, H, N, N], b_s-bit levels
-        x = (attn @ v) * self.scale  # [T, B, H, N, d]
+        # Q K^T counts level products on the grid theta_q * theta_k (the product of two steps).
+        qk_step, qk_exact = self._product_step()
+        attn = self.attn_map(level_matmul(q, k.transpose(-2, -1)), qk_step, qk_exact)
+        x = level_matmul(attn, v) * self.scale  # [T, B, H, N, N] @ [T, B, H, N, d]
         x = self.attn_sn(x.transpose(2, 3).flatten(3))  # [T,B,H,N,d] -> [T,B,N,H,d] -> [T,B,N,D]
         return self.proj(x)
 

@@ -81,6 +81,10 @@ class TrainConfig:
     """Deterministic algorithms (for exact-resume checks; slower)."""
     profile_batches: int = 8
     """Test batches on which the final profile measures firing rates."""
+    precise_bn: int = 4096
+    """Training images (no augmentation) on which batch-norm statistics are re-estimated with
+    the trained weights before every evaluation and save ("precise BN"); 0 keeps the running
+    averages of training."""
     progress: bool = True
     """Show a progress bar (tqdm when installed)."""
     time_steps_data: int | None = None
@@ -105,6 +109,7 @@ class TrainConfig:
             ("val_size", self.val_size is None or self.val_size >= 0, "an integer >= 0"),
             ("precision", self.precision in _PRECISIONS, f"one of {_PRECISIONS}"),
             ("profile_batches", self.profile_batches >= 0, "an integer >= 0"),
+            ("precise_bn", self.precise_bn >= 0, "an integer >= 0"),
             ("threads", self.threads is None or self.threads >= 1, "an integer >= 1"),
             ("device", _valid_device(self.device), "auto, cpu, cuda or cuda:N"),
         ]

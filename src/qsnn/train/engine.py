@@ -42,6 +42,7 @@ from ..data.base import derive_seed
 from ..io import write_json_atomic, write_text_atomic
 from .checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
 from .config import TrainConfig
+from .precise_bn import recompute_bn_stats
 
 __all__ = ["NonFiniteLossError", "TrainingInterrupted", "build_model", "fit", "train"]
 
@@ -391,6 +392,7 @@ def fit(
         for epoch in range(state["epoch"], config.epochs):
             stats = _train_epoch(net, model, train_data, config, env, optim, epoch, state, out)
             row = {"epoch": epoch + 1, **stats}
+            _precise_bn(model, train_data, config, env, epoch)
             eval_kw = {
                 "device": env.device,
                 "amp_dtype": env.amp_dtype,
@@ -551,6 +553,27 @@ def _train_epoch(
         "epoch_time_s": elapsed,
         "images_per_s": float(sums[2]) / max(1e-9, elapsed),
     }
+
+
+def _precise_bn(
+    model: nn.Module, train_data: TensorData, config: TrainConfig, env: _Env, epoch: int
+) -> None:
+    """Batch-norm statistics of the weights just trained, before they are evaluated or saved
+    (``qsnn.train.precise_bn``)."""
+    if not config.precise_bn:
+        return
+    recompute_bn_stats(
+        model,
+        train_data,
+        samples=config.precise_bn,
+        batch_size=config.batch_size,
+        seed=derive_seed(config.seed, epoch, "precise-bn"),
+        device=env.device,
+        amp_dtype=env.amp_dtype,
+        prepare=_channels_last if config.channels_last else None,
+        rank=env.rank,
+        world_size=env.world,
+    )
 
 
 def _save(out: Path, model: nn.Module, optim: _Optim, state: dict, config: TrainConfig) -> None:
