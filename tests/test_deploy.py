@@ -120,8 +120,13 @@ def test_learned_thresholds_deploy_and_agree_on_every_sample(runs, bits):
     report, program = verify_run(run_dir)
     assert report.agreement == 1.0, report.summary()
     assert report.within_tolerance, report.summary()
+    # the program's thresholds are the trained ones, recomputed from the checkpoint's raw
+    # log2 steps: 2**round(l) at 1/4/1 (powers of two), 2**l at 4/2/2
+    state = torch.load(run_dir / "best.pt", weights_only=True)["model"]
+    raw = [v for k, v in state.items() if k.endswith("sn.level.log2_theta")]
+    expected = [2.0 ** (round(float(v)) if bits == "1/4/1" else float(v)) for v in raw]
     spiking = [layer for layer in program.layers if isinstance(layer, SpikingLayer)]
-    assert [layer.theta for layer in spiking] == thetas
+    assert [layer.theta for layer in spiking] == pytest.approx(expected, rel=1e-6)
 
 
 def test_cli_deploy_then_verify(runs, tmp_path, capsys):

@@ -15,8 +15,9 @@ import torch
 import torch.nn as nn
 
 from qsnn import QuantConv2d, QuantLinear, SpikeNeuron
-from qsnn.level_scale import LevelScale, exact_spike_dtype, lsq_init, pow2_round
+from qsnn.level_scale import LevelScale, lsq_init, pow2_round
 from qsnn.models import SEWAdd, create_model
+from qsnn.precision import exact_parts, exact_spike_dtype
 from test_neurons import autograd_neuron, python_neuron_tensor
 
 BF16 = torch.bfloat16
@@ -199,11 +200,22 @@ def test_levels_exact_under_bf16_autocast(bits_s, mode):
                                                   theta=theta, reset="hard")
     assert torch.equal(n.to_levels(s).long(), ref_levels.long())
     assert torch.equal(s.float(), ref_levels.float() * torch.tensor(theta))
-    assert ref_levels.max() > 255 or bits_s == 8  # levels bf16 alone could not hold
     if mode != "theta=1.7" and bits_s == 8:
         assert s.dtype == BF16  # power-of-two steps: bf16 holds 8-bit levels, no cost
     else:
         assert s.dtype == torch.float32
+    if mode == "theta=1.7":  # ... and bf16 would not have held them: some levels change
+        rounded = torch.round(s.to(BF16).double() / theta).long()
+        assert not torch.equal(rounded, ref_levels.long())
+
+
+def test_16_bit_level_survives_bf16_autocast():
+    """b_s = 16, theta = 1, a float32 current 40001.5 under bf16 autocast: k = 40001, sent as
+    40001.0 in float32 (bf16 would send 39936 or 40192)."""
+    n = SpikeNeuron(16)
+    with torch.autocast("cpu", dtype=BF16):
+        s = n(torch.tensor([[40001.5]]))
+    assert s.dtype == torch.float32 and s.item() == 40001.0
 
 
 def test_next_layer_reads_float32_levels_exactly_under_autocast():
@@ -223,14 +235,71 @@ def test_next_layer_reads_float32_levels_exactly_under_autocast():
         assert lin(x.to(BF16)).item() == 0.0  # what a plain bf16 input loses
 
 
+def test_next_layer_reads_any_float32_spike_exactly():
+    """theta = 1.7 is not a power of two: the float32 spikes 40001 * 1.7 and 40000 * 1.7 have
+    24 significant bits. Their three bf16 parts sum to them exactly, so weights [1, -1] give
+    the float32 difference (1.703125 here) rounded once to bf16 (also 1.703125), where a bf16
+    cast of the inputs gives 0 or 256."""
+    theta = torch.tensor(1.7)
+    x = torch.stack([40001 * theta, 40000 * theta]).view(1, 2)
+    with torch.autocast("cpu", dtype=BF16):
+        hi, mid, lo = exact_parts(x)
+        assert torch.equal(hi.double() + mid.double() + lo.double(), x.double())
+        lin = QuantLinear(2, 1, bias=False, bits_w=16)
+        with torch.no_grad():
+            lin.weight.copy_(torch.tensor([[1.0, -1.0]]))
+        exact = float(x[0, 0].double() - x[0, 1].double())
+        assert lin(x).item() == float(torch.tensor(exact).to(BF16))
+        assert lin(x.to(BF16)).item() != lin(x).item()
+    assert exact_parts(x) is None
+
+
+def test_float16_autocast_falls_back_to_float32():
+    """float16 cannot hold 65535 * 1 (it overflows past 65504 only above, but its 11 bits
+    round it): its parts would not be exact, so the layer runs in float32."""
+    x = torch.tensor([[65535.0, 65534.0]])
+    lin = QuantLinear(2, 1, bias=False, bits_w=16)
+    with torch.no_grad():
+        lin.weight.copy_(torch.tensor([[1.0, -1.0]]))
+    try:
+        with torch.autocast("cpu", dtype=torch.float16):
+            assert exact_parts(x) == ()
+            assert lin(x).item() == 1.0
+    except RuntimeError as err:  # an older CPU autocast without float16
+        pytest.skip(f"float16 autocast on CPU unavailable: {err}")
+
+
+def test_model_cast_to_bf16_runs_in_bf16_without_autocast():
+    """Without autocast nothing switches dtype: a bf16 model computes (and sends spikes) in
+    bf16 throughout, even where bf16 cannot hold every level."""
+    net = nn.Sequential(SpikeNeuron(8, theta=1.7), QuantLinear(4, 2)).to(BF16)
+    out = net(torch.rand(2, 3, 4, dtype=BF16) * 300)
+    assert out.dtype == BF16 and net[0](torch.ones(1, 1, 4, dtype=BF16)).dtype == BF16
+
+
+def test_data_rule_before_its_first_batch_fires_on_the_given_theta():
+    """Evaluated before any training batch, a data-rule neuron uses theta = 0.3 as given: under
+    bf16 autocast its spikes (0.3 k, not a power-of-two grid) come in float32, exactly."""
+    n = SpikeNeuron(4, theta=0.3, level_scale="data").eval()
+    x = torch.tensor([[1.25, 4.0]])
+    with torch.autocast("cpu", dtype=BF16):
+        s = n(x)
+    assert s.dtype == torch.float32
+    assert torch.equal(s, torch.tensor([[4.0, 13.0]]) * torch.tensor(0.3))
+
+
 def test_sew_add_output_exact_dtype():
-    """b_s = 2 on theta = 0.75 (m = 3: L m = 9 < 256) stays bf16; b_s = 16 goes to float32."""
+    """Under bf16 autocast: b_s = 2 on theta = 0.75 (m = 3: L m = 9 < 256) stays bf16; b_s = 16
+    goes to float32 (40001 has 16 significant bits). Without autocast: the promoted dtype."""
     a = torch.tensor([0.75, 1.5], dtype=BF16)
-    assert SEWAdd(2, theta=0.75)(a, a).dtype == BF16
     add = SEWAdd(16, theta=1.0)
     big = torch.tensor([30000.0, 40000.0])
-    out = add(big, torch.tensor([1.0, 1.0], dtype=BF16))
+    with torch.autocast("cpu", dtype=BF16):
+        assert SEWAdd(2, theta=0.75)(a, a).dtype == BF16
+        out = add(big, torch.tensor([1.0, 1.0], dtype=BF16))
     assert out.dtype == torch.float32 and out.tolist() == [30001.0, 40001.0]
+    assert SEWAdd(2, theta=0.75)(a, a).dtype == BF16
+    assert add(big, big).dtype == torch.float32
 
 
 # --------------------------------------------------------------------------------------------
@@ -253,9 +322,42 @@ def test_sew_resnet_add_inputs_share_one_grid():
     for block in (*l1, *l2, *model.layer3, *model.layer4):
         assert block.add.level.ready
         assert block.add.theta == block.conv2.sn.theta
-    # the step of a shared grid is one parameter, counted once
-    params = [p for n, p in model.named_parameters() if n.endswith("log2_theta")]
-    assert len({id(p) for p in params}) == len(params)
+    # SEW-ResNet-18: 4 shared grids (stem + layer1, layer2..4) and 8 conv1 neurons = 12 steps,
+    # 12 parameters for the optimizer; the state dict names a shared one under every path
+    steps = {id(m) for m in model.modules() if isinstance(m, LevelScale)}
+    assert len(steps) == 12
+    assert len([n for n, _ in model.named_parameters() if n.endswith("log2_theta")]) == 12
+    assert len([k for k in model.state_dict() if k.endswith("log2_theta")]) > 12
+
+
+def test_overrides_that_split_a_shared_grid_are_refused():
+    """The scaled step depends on b_s: an ADD's inputs at b_s 2 and 4 would lie on steps 1/2
+    and 1/8. (Fixed, data and learned steps do not depend on b_s: no such error.)"""
+    create_model("sew_resnet18_cifar", bits="1/2/2", neuron=LEARNED,
+                 overrides={"layer1.0.conv2.sn": "1/4"})
+    model = create_model("sew_resnet18_cifar", bits="1/2/2", neuron={"level_scale": "scaled"})
+    before = [m.bits_s for m in model.modules() if isinstance(m, SpikeNeuron)]
+    with pytest.raises(ValueError, match=r"share one spike grid.*layer1\.0\.conv2\.sn: b_s=4"):
+        model.set_bits("1/2/2", {"layer1.0.conv2.sn": "1/4"})
+    assert [m.bits_s for m in model.modules() if isinstance(m, SpikeNeuron)] == before
+    model.set_bits("1/2/2", {"layer1.0.conv1.sn": "1/4"})  # a neuron on its own grid: fine
+
+
+def test_old_learned_threshold_checkpoint_loads():
+    """Before level scales a learned threshold was the parameter `sn.theta` (linear); it loads
+    as log2_theta = log2(theta), set (no recalibration), when the config is read as old."""
+    from qsnn.train import TrainConfig
+
+    old = TrainConfig.from_dict({"bits": "1/4/1", "model_options": {"neuron": {
+        "learn_theta": True}}})  # fmt: skip
+    assert old.precise_bn == 0
+    assert old.model_options["neuron"] == {"level_scale": "fixed", "learn_theta": True,
+                                           "pow2_theta": False}
+    new = TrainConfig.from_dict(TrainConfig().to_dict())
+    assert new.precise_bn == 4096 and new.model_options is None
+    n = SpikeNeuron(4, **old.model_options["neuron"])
+    n.load_state_dict({"theta": torch.tensor(0.3)})
+    assert n.level.ready and n.theta == pytest.approx(0.3)
 
 
 def test_spikformer_attention_step_is_the_product_of_q_and_k_steps():
@@ -325,3 +427,21 @@ def test_zoo_trains_learned_steps_under_bf16_autocast(name, kw):
     grads = [s.log2_theta.grad for s in steps]
     assert all(g is not None and torch.isfinite(g) for g in grads)
     assert not off_grid, off_grid
+
+
+def test_auto_precision_keeps_bf16_only_where_a_bf16_current_reaches_every_level():
+    """A bf16 current has 8 significant bits: below 256 * theta its step is at most theta, so
+    it reaches every level of b_s <= 8; a b_s = 16 neuron at T = 1 would see only the bf16
+    values in [0, 65535 theta] (a few thousand levels). Checked by counting them."""
+    from qsnn.train.engine import auto_precision
+
+    grid = torch.arange(0, 2**16, dtype=torch.float32).to(BF16).unique()
+    assert grid.numel() < 2**12  # distinct levels a bf16 current can produce at b_s = 16
+    assert torch.arange(0, 256, dtype=torch.float32).to(BF16).unique().numel() == 256
+    for bits, want in (("1/8/1", BF16), ("1/16/1", None), ("4/4/1", BF16)):
+        model = create_model("small_convnet", bits=bits, img_size=8, widths=(4,) * 5)
+        assert auto_precision(model, BF16) == want, bits
+    model = create_model("small_convnet", bits="1/4/1", img_size=8, widths=(4,) * 5,
+                         overrides={"features.0.sn": "1/16"})
+    assert auto_precision(model, BF16) is None
+    assert auto_precision(model, None) is None

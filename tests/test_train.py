@@ -386,6 +386,38 @@ def test_ctrl_c_at_any_moment_of_a_step_resumes_exactly(
     assert metrics(out) == metrics(library_reference)
 
 
+def test_learned_steps_resume_exactly(tmp_path: Path):
+    """Thresholds set from the first batch and trained: a run stopped by Ctrl-C in epoch 1
+    (after the data initialisation) and resumed ends exactly where an uninterrupted one does."""
+    from torch.optim.optimizer import register_optimizer_step_post_hook
+
+    config = TrainConfig(**LIB_CONFIG, model_options={
+        "neuron": {"level_scale": "data", "learn_theta": True}})  # fmt: skip
+    ref = tmp_path / "ref"
+    train(config, ref)
+    calls = {"n": 0}
+
+    def hook(optimizer, args, kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    handle = register_optimizer_step_post_hook(hook)
+    out = tmp_path / "run"
+    try:
+        with pytest.raises(TrainingInterrupted):
+            train(config, out)
+    finally:
+        handle.remove()
+    state = load_checkpoint(out / "checkpoint.pt")
+    assert (state["epoch"], state["step"]) == (0, 3)
+    assert any(k.endswith("level.initialized") and bool(v) for k, v in state["model"].items())
+    train(config, out, resume=True)
+    got, want = load_checkpoint(out / "checkpoint.pt"), load_checkpoint(ref / "checkpoint.pt")
+    assert_same_tensors(got["model"], want["model"], "model after resume with learned steps")
+    assert metrics(out) == metrics(ref)
+
+
 # -- failures: corrupt checkpoints, existing runs, NaN loss, bad flags ----------------------------
 def test_corrupt_checkpoint_is_a_clear_error(reference_run: Path, tmp_path: Path):
     run = tmp_path / "run"
@@ -720,7 +752,9 @@ def test_precise_bn_is_the_average_of_batch_statistics():
     images = torch.tensor([1, 2, 3, 5], dtype=torch.uint8).view(4, 1, 1, 1)
     data = TensorData("hand", "train", images, torch.zeros(4, dtype=torch.long), ("a",),
                       mean=(0.0,), std=(1 / 255,))  # to_float: x / 255 / (1 / 255) = x
+    rng = torch.get_rng_state()
     used = recompute_bn_stats(model, data, samples=4, batch_size=2, seed=0)
+    assert torch.equal(torch.get_rng_state(), rng)  # its own order: resumed runs stay exact
     bn = model[1]
     assert used == 4 and not model.training and not bn.training
     assert bn.running_mean.item() == pytest.approx(5.5)
@@ -772,7 +806,9 @@ def test_neuron_and_model_options_parse_into_the_config() -> None:
         (["--neuron", "level_scale=learned"], "level_scale must be one of"),
         (["--neuron", "reset=sideways"], "reset"),
         (["--neuron", "surrogate=bogus"], "surrogate"),
-        (["--model-option", "nosuch=1"], r"does not take \['nosuch'\].*its options: .*widths"),
+        (["--model-option", "nosuch=1"], r"does not take \[.nosuch.\]; its options: .*widths"),
+        (["--neuron", "tau=2", "--neuron", "tau=3"], "given twice"),
+        (["--neuron", "v_reset=nan"], "v_reset must be a finite"),
         (["--model-option", "widths=[1,2]"], "five conv widths"),
         (["--model-option", 'quant={"per_channel": 3}'], "per_channel must be True or False"),
         (["--model-option", 'neuron={"theta": 2}', "--neuron", "tau=2"], "--neuron KEY=VALUE"),

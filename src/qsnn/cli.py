@@ -13,6 +13,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from ._cli_options import check_model_options, model_options
 from .allocation import Bits, allocations
 
 __all__ = ["main"]
@@ -142,116 +143,17 @@ def _train_values(args: argparse.Namespace) -> dict[str, object]:
         values["overrides"] = dict(_parse_override(o) for o in args.override)
     if getattr(args, "download", None):
         values["data_options"] = {"download": True}  # the one data option the CLI sets
-    options = _model_options(getattr(args, "model_option", None), getattr(args, "neuron", None))
+    options = model_options(getattr(args, "model_option", None), getattr(args, "neuron", None))
     if options:
         values["model_options"] = options
     return values
-
-
-def _split_pair(text: str, flag: str, example: str) -> tuple[str, str]:
-    key, sep, value = text.partition("=")
-    if not sep or not key.strip():
-        raise ValueError(f"{flag} must look like KEY=VALUE (e.g. {example!r}); got {text!r}")
-    return key.strip(), value.strip()
-
-
-_TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
-
-
-def _neuron_value(key: str, text: str, default: object) -> object:
-    """``--neuron KEY=VALUE``: VALUE read as the type of the setting's default."""
-    if isinstance(default, bool):
-        if text.lower() not in _TRUE + _FALSE:
-            raise ValueError(f"--neuron {key} takes true or false; got {text!r}")
-        return text.lower() in _TRUE
-    if isinstance(default, float):
-        try:
-            return float(text)
-        except ValueError:
-            raise ValueError(f"--neuron {key} takes a number; got {text!r}") from None
-    return text
-
-
-def _neuron_options(pairs: Sequence[str]) -> dict[str, object]:
-    """``--neuron KEY=VALUE`` flags -> ``SpikeNeuron`` settings, checked by building one."""
-    import difflib
-    import inspect
-
-    from .neurons import SpikeNeuron
-
-    params = inspect.signature(SpikeNeuron.__init__).parameters
-    defaults = {n: p.default for n, p in params.items()
-                if p.kind is inspect.Parameter.KEYWORD_ONLY and n != "level"}
-    options: dict[str, object] = {}
-    for text in pairs:
-        key, value = _split_pair(text, "--neuron", "theta=0.5")
-        if key not in defaults:
-            close = difflib.get_close_matches(key, defaults, n=2)
-            hint = f" (did you mean {' or '.join(close)}?)" if close else ""
-            raise ValueError(
-                f"--neuron: unknown setting {key!r}{hint}; settings: {', '.join(defaults)}"
-            )
-        options[key] = _neuron_value(key, value, defaults[key])
-    try:
-        SpikeNeuron(1, **options)  # type: ignore[arg-type]
-    except ValueError as err:
-        raise ValueError(f"--neuron: {err}") from None
-    return options
-
-
-def _model_options(
-    pairs: Sequence[str] | None, neuron: Sequence[str] | None
-) -> dict[str, object] | None:
-    """``--model-option KEY=VALUE`` (VALUE as JSON when it parses, else a string) and
-    ``--neuron KEY=VALUE`` (under ``neuron``) -> ``TrainConfig.model_options``."""
-    if not pairs and not neuron:
-        return None
-    options: dict[str, object] = {}
-    for text in pairs or ():
-        key, value = _split_pair(text, "--model-option", "widths=[16,32,32,64,64]")
-        try:
-            options[key] = json.loads(value)
-        except json.JSONDecodeError:
-            options[key] = value
-    if neuron:
-        if "neuron" in options:
-            raise ValueError("set neuron options with --neuron KEY=VALUE, not --model-option")
-        options["neuron"] = _neuron_options(neuron)
-    return options
-
-
-def _check_model_options(model: str, bits: str, options: dict | None) -> None:
-    """Build ``model`` with ``options`` on the meta device (no memory, no data): an option the
-    model does not take, or a bad value, is one clear error before any data is loaded."""
-    if not options:
-        return
-    import inspect
-
-    import torch
-
-    from .models import create_model
-
-    with torch.device("meta"):
-        try:
-            create_model(model, bits=bits, **options)
-        except TypeError as err:
-            plain = create_model(model, bits=bits)
-            takes = [n for n, p in inspect.signature(type(plain).__init__).parameters.items()
-                     if p.kind is inspect.Parameter.KEYWORD_ONLY
-                     and n not in ("bits", "overrides", "num_classes", "in_channels")]
-            raise ValueError(
-                f"--model-option: {model} does not take {sorted(options)} ({err}); its "
-                f"options: {', '.join(takes)}"
-            ) from None
-        except ValueError as err:
-            raise ValueError(f"--model-option/--neuron for {model}: {err}") from None
 
 
 def _train_config(args: argparse.Namespace):
     from .train import TrainConfig
 
     config = TrainConfig(**_train_values(args))
-    _check_model_options(config.model, config.bits, config.model_options)
+    check_model_options(config.model, config.bits, config.model_options)
     return config
 
 
@@ -648,6 +550,13 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cutmix", type=float)
     p.add_argument("--no-augment", dest="augment", action="store_false", default=None)
     p.add_argument("--val-size", type=int, help="held-out training samples (0: none)")
+    p.add_argument(
+        "--precise-bn",
+        type=int,
+        metavar="N",
+        help="re-estimate batch-norm statistics on N training images before every evaluation "
+        "(default 4096; 0: keep the running averages)",
+    )
     p.add_argument("--seed", type=int)
     p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"))
     p.add_argument("--no-channels-last", dest="channels_last", action="store_false", default=None)

@@ -8,7 +8,8 @@ sets it, the same rule for every allocation of a sweep:
 
 - ``rule="fixed"``: ``theta`` as given, whatever ``b_s``.
 - ``rule="scaled"``: ``theta * 2**(1 - b_s)``: the levels span the same range ``(L + 1) * step
-  = 2 * theta`` at every ``b_s``, ever finer as ``b_s`` grows (``b_s = 1`` is ``fixed``).
+  = 2 * theta`` at every ``b_s``, ever finer as ``b_s`` grows (at ``b_s = 1`` the step is
+  ``theta``, rounded to a power of two with ``pow2``).
 - ``rule="data"``: set on the first training batch from the current ``I`` the neuron receives,
   with LSQ's initialisation (Esser et al., ICLR 2020): ``theta_0 = 2 * mean|I| / sqrt(L)``.
 
@@ -44,17 +45,12 @@ from torch import Tensor
 __all__ = [
     "LEVEL_RULES",
     "LevelScale",
-    "exact_spike_dtype",
     "lsq_init",
     "pow2_round",
 ]
 
 LevelRule = Literal["fixed", "scaled", "data"]
 LEVEL_RULES = ("fixed", "scaled", "data")
-
-# Significant bits (implicit bit included) and smallest normal exponent of the low precisions.
-_SIGNIFICAND = {torch.bfloat16: (8, -126), torch.float16: (11, -14)}
-
 
 def pow2_round(theta: float) -> float:
     """The power of two nearest to ``theta`` in the log domain: ``2**round(log2 theta)``."""
@@ -64,30 +60,6 @@ def pow2_round(theta: float) -> float:
 def lsq_init(mean_abs: float, levels: int) -> float:
     """LSQ's step-size initialisation (Esser et al. 2020): ``2 * mean|I| / sqrt(L)``."""
     return 2.0 * mean_abs / math.sqrt(levels)
-
-
-def exact_spike_dtype(dtype: torch.dtype, theta: float | None, levels: int) -> torch.dtype:
-    """The dtype for spikes ``k * theta`` (``0 <= k <= L``) computed from an input of ``dtype``.
-
-    ``dtype`` itself when every ``k * theta`` is exact in it, else float32. ``theta = None``
-    means a step of unknown significand (a learned one not rounded to a power of two). Write
-    ``theta = m * 2**e`` with ``m`` odd: ``L * m`` is odd, so every ``k * m`` fits ``p``
-    significant bits iff ``L * m < 2**p`` (``p = 8`` for bfloat16, 11 for float16; float16 also
-    needs ``theta`` normal and ``L * theta`` below its maximum).
-    """
-    if dtype not in _SIGNIFICAND:
-        return dtype
-    if theta is None:
-        return torch.float32
-    bits, min_exp = _SIGNIFICAND[dtype]
-    mantissa, exp = math.frexp(theta)  # theta = mantissa * 2**exp, mantissa in [0.5, 1)
-    m = int(mantissa * (1 << 53))
-    m >>= (m & -m).bit_length() - 1  # the odd integer significand
-    if levels * m >= (1 << bits) or exp - 1 < min_exp:
-        return torch.float32
-    if dtype == torch.float16 and levels * theta > torch.finfo(torch.float16).max:
-        return torch.float32
-    return dtype
 
 
 class _RoundSTE(torch.autograd.Function):
@@ -114,7 +86,7 @@ class LevelScale(nn.Module):
         rule: ``"fixed"``, ``"scaled"`` or ``"data"``.
         learn: train the step (log domain, LSQ gradient scale) from the rule's value.
         pow2: round computed and learned steps to powers of two (a ``fixed`` step that is not
-            learned is used as given).
+            learned, and the ``data`` rule's step before its first batch, are used as given).
     """
 
     def __init__(
@@ -139,6 +111,7 @@ class LevelScale(nn.Module):
         self.rule = rule
         self.learn = learn
         self.pow2 = pow2
+        self._ready = not self.stateful  # mirrors `initialized` (no host sync per forward)
         if self.stateful:
             # Set by the rule on the first training batch (a learned fixed step: at once).
             self.register_buffer("initialized", torch.tensor(False))
@@ -156,21 +129,30 @@ class LevelScale(nn.Module):
     @property
     def ready(self) -> bool:
         """True when the step no longer waits for a first training batch."""
-        return not self.stateful or bool(self.initialized)
+        return self._ready
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:  # type: ignore[override]
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        if self.stateful:
+            self._ready = bool(self.initialized)
 
     def rule_step(self, bits_s: int) -> float:
-        """The step the rule gives without data: ``theta`` (``fixed``, ``data`` before its
-        first batch) or ``theta * 2**(1 - b_s)`` (``scaled``), rounded when computed."""
+        """The step the rule gives without data: ``theta`` (``fixed``, and ``data`` before its
+        first batch) or ``theta * 2**(1 - b_s)`` (``scaled``); a ``scaled`` or learned step is
+        rounded to a power of two with ``pow2``."""
         if self.rule == "scaled":
             step = self.theta0 * 2.0 ** (1 - bits_s)
             return pow2_round(step) if self.pow2 else step
-        if self.learn and self.pow2:
+        if self.learn and self.pow2 and self.rule == "fixed":
             return pow2_round(self.theta0)
         return self.theta0
 
     def exact_theta(self, bits_s: int) -> float | None:
-        """The step as a float when its significand is known (for ``exact_spike_dtype``):
-        the exact value, any power of two, or ``None`` for an unrounded stateful step."""
+        """The step as a float when its significand is known (for ``exact_spike_dtype``): its
+        value, ``1.0`` standing for any power of two, or ``None`` (a stored step that is not
+        rounded)."""
+        if not self._ready:
+            return self.rule_step(bits_s)
         if not self.stateful:
             return self.rule_step(bits_s)
         return 1.0 if self.pow2 else None
@@ -194,6 +176,7 @@ class LevelScale(nn.Module):
             step = pow2_round(step)
         self.log2_theta.copy_(torch.tensor(math.log2(step)))
         self.initialized.fill_(True)
+        self._ready = True
 
     def reset(self) -> None:
         """Forget a computed or trained step; the next training batch sets it again."""
@@ -201,24 +184,28 @@ class LevelScale(nn.Module):
             with torch.no_grad():
                 self.initialized.fill_(False)
                 self.log2_theta.fill_(math.log2(self.theta0))
+            self._ready = False
 
     def step(self, bits_s: int, features: int = 1) -> float | Tensor:
-        """The step for ``b_s``-bit spikes: a float (a formula) or a 0-dim float32 tensor
-        (a stored step; a learned one carries the gradient to ``log2_theta``).
+        """The step for ``b_s``-bit spikes: a float (a formula, or a stateful step before its
+        first batch) or a 0-dim float32 tensor (a stored step; a learned one carries the
+        gradient to ``log2_theta``).
 
-        ``features`` is ``N`` of LSQ's gradient scale ``1 / sqrt(N * L)``.
+        ``features`` is ``N`` of LSQ's gradient scale ``1 / sqrt(N * L)``. (Under Adam a
+        constant gradient scale cancels out; it matters for SGD, and for how much each neuron
+        that shares one grid pulls on it.)
         """
+        if not self._ready:
+            return self.rule_step(bits_s)
         if not self.stateful:
             return self.rule_step(bits_s)
-        if not self.ready:
-            return self.rule_step(bits_s) if self.rule != "data" else self.theta0
-        if not self.learn:
-            return torch.exp2(self.log2_theta)  # a tensor: no host sync on an accelerator
-        levels = (1 << bits_s) - 1
-        log2_theta = _scale_grad(self.log2_theta, 1.0 / math.sqrt(max(1, features) * levels))
+        log2_theta = self.log2_theta
+        if self.learn:
+            levels = (1 << bits_s) - 1
+            log2_theta = _scale_grad(log2_theta, 1.0 / math.sqrt(max(1, features) * levels))
         if self.pow2:
             log2_theta = _RoundSTE.apply(log2_theta)
-        return torch.exp2(log2_theta)
+        return torch.exp2(log2_theta)  # a tensor: no host sync on an accelerator
 
     def value(self, bits_s: int) -> float:
         """The current step as a float (what deployment, profiles and ``to_levels`` use)."""

@@ -26,6 +26,7 @@ State is explicit: every forward call starts from ``v = 0`` and nothing outlives
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import torch
@@ -34,7 +35,8 @@ from torch import Tensor
 
 from . import _neuron_kernels as _kernels
 from .allocation import LayerBits, check_spike_bits
-from .level_scale import LevelRule, LevelScale, exact_spike_dtype
+from .level_scale import LevelRule, LevelScale
+from .precision import spike_dtype
 from .surrogate import Surrogate
 
 __all__ = [
@@ -149,8 +151,9 @@ def spike_pattern_neuron(
 ) -> Tensor:
     """Functional multi-step neuron: ``x: [T, B, ...] -> spikes s: [T, B, ...]`` (Eq. 6-7).
 
-    Spikes come in ``x``'s dtype when it holds every ``k * theta`` exactly, else in float32
-    (``qsnn.level_scale.exact_spike_dtype``; a tensor ``theta`` counts as unknown).
+    Under a bf16/fp16 autocast spikes come in that dtype when it holds every ``k * theta``
+    exactly, else in float32 (``qsnn.precision``; a tensor ``theta`` counts as unknown);
+    without autocast in ``x``'s dtype.
     """
     _check_args(bits_s, tau, reset, theta, kernel)
     if x.dim() < 2:
@@ -168,7 +171,7 @@ def spike_pattern_neuron(
         float(v_reset),
         Surrogate.parse(surrogate),
         kernel,
-        exact_spike_dtype(x.dtype, known, levels),
+        spike_dtype(x, known, levels),
     )
 
 
@@ -176,8 +179,11 @@ def _check_args(bits_s: object, tau: object, reset: object, theta: object, kerne
     check_spike_bits(bits_s, "bits_s")
     if kernel not in KERNELS:
         raise ValueError(f"kernel must be one of {KERNELS}; got {kernel!r}")
-    if not isinstance(tau, (int, float)) or isinstance(tau, bool) or not tau >= 1.0:
-        raise ValueError(f"tau must be a number >= 1 (beta = 1/tau in (0, 1]); got {tau!r}")
+    if (not isinstance(tau, (int, float)) or isinstance(tau, bool) or not tau >= 1.0
+            or not math.isfinite(tau)):
+        raise ValueError(
+            f"tau must be a finite number >= 1 (beta = 1/tau in (0, 1]); got {tau!r}"
+        )
     if reset not in ("hard", "soft"):
         raise ValueError(f"reset must be 'hard' or 'soft'; got {reset!r}")
     if isinstance(theta, Tensor):
@@ -233,9 +239,9 @@ class SpikeNeuron(SpikeLevels, nn.Module):
         level: a ``LevelScale`` to use (and share with other modules) instead of building one
             from ``theta``, ``level_scale``, ``learn_theta`` and ``pow2_theta``.
 
-    Spikes are exact at every ``b_s``: they come in the input's dtype (bf16 under autocast)
-    when it holds every ``k * theta``, else in float32, and ``QuantConv2d``/``QuantLinear``
-    read a float32 input under autocast exactly (two bf16 halves).
+    Under bf16 autocast spikes are exact at every ``b_s``: they come in bf16 when it holds every
+    ``k * theta`` (``b_s <= 8`` on a power-of-two step), else in float32, which
+    ``QuantConv2d``/``QuantLinear`` read exactly (``qsnn.precision``).
 
     Every call starts from ``v = 0``; nothing is kept between calls. (A step set from data or
     trained is a parameter of the layer, like a weight, not membrane state.)
@@ -258,8 +264,9 @@ class SpikeNeuron(SpikeLevels, nn.Module):
     ) -> None:
         super().__init__()
         _check_args(bits_s, tau, reset, theta, kernel)
-        if isinstance(v_reset, bool) or not isinstance(v_reset, (int, float)):
-            raise ValueError(f"v_reset must be a number; got {v_reset!r}")
+        if (isinstance(v_reset, bool) or not isinstance(v_reset, (int, float))
+                or not math.isfinite(v_reset)):
+            raise ValueError(f"v_reset must be a finite number; got {v_reset!r}")
         self.bits_s = bits_s
         self.tau = float(tau)
         self.reset = reset
@@ -271,6 +278,14 @@ class SpikeNeuron(SpikeLevels, nn.Module):
         elif not isinstance(level, LevelScale):
             raise ValueError(f"level must be a LevelScale; got {type(level).__name__}")
         self.level = level
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:  # type: ignore[override]
+        # Checkpoints from before level scales stored a learned threshold as `theta`.
+        old = state_dict.pop(prefix + "theta", None)
+        if old is not None and self.level.learn:
+            state_dict.setdefault(prefix + "level.log2_theta", old.detach().abs().log2())
+            state_dict.setdefault(prefix + "level.initialized", torch.tensor(True))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     @property
     def theta(self) -> float:
@@ -291,7 +306,7 @@ class SpikeNeuron(SpikeLevels, nn.Module):
             self.level.initialize(x, self.bits_s)
         features = x[0, 0].numel()
         theta = self.level.step(self.bits_s, features)
-        out_dtype = exact_spike_dtype(x.dtype, self.level.exact_theta(self.bits_s), self.levels)
+        out_dtype = spike_dtype(x, self.level.exact_theta(self.bits_s), self.levels)
         return _SpikePatternFn.apply(
             x,
             theta,

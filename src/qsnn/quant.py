@@ -24,13 +24,12 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .allocation import FLOAT_WEIGHT_BITS, LayerBits, check_weight_bits
+from .precision import exact_parts
 
 __all__ = [
     "QuantConv2d",
     "QuantLinear",
-    "exact_halves",
     "fake_quantize_weight",
-    "low_precision_autocast",
     "weight_codes",
     "weight_qmax",
     "weight_scale",
@@ -144,29 +143,18 @@ def fake_quantize_weight(
     return q * s
 
 
-def low_precision_autocast(device_type: str) -> torch.dtype | None:
-    """The dtype of an active bf16/fp16 autocast on ``device_type``, else ``None``."""
-    if not torch.is_autocast_enabled(device_type):
-        return None
-    dtype = torch.get_autocast_dtype(device_type)
-    return dtype if dtype in (torch.bfloat16, torch.float16) else None
-
-
-def exact_halves(x: Tensor) -> tuple[Tensor, Tensor] | None:
-    """A float32 ``x`` under a bf16/fp16 autocast as two halves ``hi + lo`` in that precision.
-
-    ``hi = low(x)``, ``lo = low(x - hi)``: exact for values with up to twice the precision's
-    significant bits (16 for bf16), so spike levels ``k * theta`` of any ``b_s <= 16`` on a
-    power-of-two step pass through a bf16 conv unrounded (``SpikeNeuron`` sends float32 only
-    when bf16 cannot hold its levels). ``None`` when ``x`` is not such an input.
-    """
-    if x.dtype != torch.float32:
-        return None
-    low = low_precision_autocast(x.device.type)
-    if low is None:
-        return None
-    hi = x.to(low)
-    return hi, (x - hi).to(low)
+def _exact_call(layer, x: Tensor, bias: Tensor | None) -> Tensor:
+    """``layer(x, bias)`` for a linear op; a float32 input under autocast (spike levels that
+    the autocast precision cannot hold) is used exactly (``qsnn.precision.exact_parts``):
+    ``layer(hi) + layer(mid) + layer(lo)`` in bf16, or one float32 call under float16."""
+    parts = exact_parts(x)
+    if parts is None:
+        return layer(x, bias)
+    if not parts:
+        with torch.autocast(x.device.type, enabled=False):
+            return layer(x, None if bias is None else bias.float())
+    hi, mid, lo = parts
+    return layer(lo, None) + layer(mid, None) + layer(hi, bias)  # small parts first
 
 
 class _QuantWeight:
@@ -246,11 +234,7 @@ class QuantConv2d(_QuantWeight, nn.Conv2d):
 
     def forward(self, x: Tensor) -> Tensor:
         weight = self.quantized_weight()
-        halves = exact_halves(x)
-        if halves is None:
-            return self._conv_forward(x, weight, self.bias)
-        hi, lo = halves  # float32 spike levels under autocast: conv(x) = conv(hi) + conv(lo)
-        return self._conv_forward(hi, weight, self.bias) + self._conv_forward(lo, weight, None)
+        return _exact_call(lambda v, b: self._conv_forward(v, weight, b), x, self.bias)
 
     def extra_repr(self) -> str:
         return f"{nn.Conv2d.extra_repr(self)}, {self._quant_repr()}"
@@ -275,11 +259,7 @@ class QuantLinear(_QuantWeight, nn.Linear):
 
     def forward(self, x: Tensor) -> Tensor:
         weight = self.quantized_weight()
-        halves = exact_halves(x)
-        if halves is None:
-            return F.linear(x, weight, self.bias)
-        hi, lo = halves  # float32 spike levels under autocast (see exact_halves)
-        return F.linear(hi, weight, self.bias) + F.linear(lo, weight)
+        return _exact_call(lambda v, b: F.linear(v, weight, b), x, self.bias)
 
     def extra_repr(self) -> str:
         return f"{nn.Linear.extra_repr(self)}, {self._quant_repr()}"

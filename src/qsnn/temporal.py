@@ -14,7 +14,7 @@ import torch.nn as nn
 from torch import Tensor
 
 from .allocation import check_time_steps
-from .quant import low_precision_autocast
+from .precision import low_precision_autocast
 
 __all__ = [
     "FoldTime",
@@ -31,7 +31,8 @@ def autocast_input(x: Tensor) -> Tensor:
 
     The first conv would cast it so anyway; doing it here lets ``QuantConv2d``/``QuantLinear``
     treat every float32 input under autocast as spike levels that must stay exact
-    (``qsnn.quant.exact_halves``), without running the stem twice.
+    (``qsnn.precision.exact_parts``) without running the stem three times. (A ``StaticEncoder``
+    without a stem passes the image on in that precision too.)
     """
     if x.dtype == torch.float32:
         low = low_precision_autocast(x.device.type)

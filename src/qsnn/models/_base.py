@@ -7,10 +7,34 @@ from collections.abc import Mapping
 import torch.nn as nn
 
 from ..allocation import Bits, BitsPolicy, apply_bits
+from ..level_scale import LevelScale
+from ..neurons import SpikeLevels
 from ..temporal import StaticEncoder
 from .layers import to_2tuple
 
 __all__ = ["SpikingModel"]
+
+
+def _check_shared_grids(model: nn.Module, policy: BitsPolicy) -> None:
+    """Modules that share one ``LevelScale`` (a restricted ADD and the neurons of its two
+    inputs) lie on one grid. A step that depends on ``b_s`` (the ``scaled`` rule) is one grid
+    only if they all get one ``b_s``; other steps do not depend on it (a ``data`` step is set
+    by the first sharer to run)."""
+    groups: dict[int, list[str]] = {}
+    for name, module in model.named_modules():
+        level = getattr(module, "level", None)
+        if isinstance(module, SpikeLevels) and isinstance(level, LevelScale) \
+                and level.rule == "scaled":
+            groups.setdefault(id(level), []).append(name)
+    for names in groups.values():
+        widths = {n: policy.for_layer(n).s for n in names}
+        if len(set(widths.values())) > 1:
+            detail = ", ".join(f"{n}: b_s={w}" for n, w in widths.items())
+            raise ValueError(
+                "these modules share one spike grid (a restricted ADD and the neurons of its "
+                f"inputs) whose 'scaled' step depends on b_s, so they need one b_s; the "
+                f"overrides give {detail}"
+            )
 
 
 class SpikingModel(nn.Module):
@@ -57,7 +81,14 @@ class SpikingModel(nn.Module):
         Replaces the previous allocation and overrides. Conv/linear layers take ``b_w``, neurons
         and restricted sums ``b_s``, every ``StaticEncoder`` ``T``. Returns the policy applied.
         """
-        policy = apply_bits(self, bits, overrides)
+        if isinstance(bits, BitsPolicy):
+            if overrides:
+                raise ValueError("pass overrides inside the BitsPolicy or as `overrides`, not both")
+            policy = bits
+        else:
+            policy = BitsPolicy(Bits.parse(bits), overrides or {})
+        _check_shared_grids(self, policy)  # before any layer changes
+        policy = apply_bits(self, policy)
         for module in self.modules():
             if isinstance(module, StaticEncoder):
                 module.time_steps = policy.t

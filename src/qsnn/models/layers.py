@@ -28,9 +28,10 @@ from torch import Tensor
 
 from .. import _neuron_kernels as _kernels
 from ..allocation import Bits, BitsPolicy, check_spike_bits
-from ..level_scale import LevelScale, exact_spike_dtype
+from ..level_scale import LevelScale
 from ..neurons import SpikeLevels, SpikeNeuron, _SpikePatternFn
-from ..quant import QuantConv2d, QuantLinear, low_precision_autocast
+from ..precision import low_precision_autocast, spike_dtype
+from ..quant import QuantConv2d, QuantLinear
 from ..surrogate import Surrogate
 from ..temporal import FoldTime, StaticEncoder, autocast_input, fold_time
 
@@ -83,9 +84,11 @@ def to_2tuple(value: int | tuple[int, int] | list[int], name: str = "img_size") 
 
 
 def level_matmul(a: Tensor, b: Tensor) -> Tensor:
-    """``a @ b`` of two level tensors, exact under autocast: when either holds levels that the
-    autocast precision cannot (a float32 tensor, see ``exact_spike_dtype``), the product runs
-    in float32 instead of rounding them."""
+    """``a @ b`` of two level tensors whose operands stay exact under autocast: when either
+    holds levels that the autocast precision cannot (a float32 tensor, ``qsnn.precision``),
+    the product runs in float32 instead of rounding them. (Like any layer under autocast, a
+    bf16 product rounds its output: counts above 256 before a clamping quantizer, sums of
+    products before a neuron.)"""
     if a.dtype == torch.float32 or b.dtype == torch.float32:
         device = a.device.type
         if low_precision_autocast(device) is not None:
@@ -338,8 +341,9 @@ class SEWAdd(SpikeLevels, nn.Module):
     ``[0, L]`` and 0 where the clamp binds. With ``b_s = 1`` this is a logical OR of two spike
     trains. The grid is a ``LevelScale`` shared with the neurons that make both inputs (the
     zoo's SEW-ResNet passes it), so a step set from data or learned stays one grid; a fixed
-    ``theta`` builds one of its own. Output in the inputs' promoted dtype when it holds every
-    level exactly, else float32.
+    ``theta`` builds one of its own. Output dtype as a neuron's (``qsnn.precision``): under
+    autocast its dtype where that holds every level, else float32; without autocast the inputs'
+    promoted dtype.
 
     ``b_s`` comes from ``set_layer_bits`` like a neuron's, so ``qsnn.apply_bits`` and per-layer
     overrides reach it; ``output_bits`` tells ``qsnn.profile`` its output width.
@@ -373,7 +377,8 @@ class SEWAdd(SpikeLevels, nn.Module):
         step = self.level.step(self.bits_s)
         step = step.detach() if isinstance(step, Tensor) else step  # the grid, not a weight
         theta = torch.as_tensor(step, dtype=_kernels.membrane_dtype(dtype), device=a.device)
-        out_dtype = exact_spike_dtype(dtype, self.level.exact_theta(self.bits_s), self.levels)
+        known = self.level.exact_theta(self.bits_s)
+        out_dtype = spike_dtype(a, known, self.levels, dtype)
         return _RestrictedAddFn.apply(a, b, theta, self.levels, out_dtype)
 
     def to_levels(self, out: Tensor) -> Tensor:
@@ -423,7 +428,7 @@ class LevelQuantizer(SpikeNeuron):
         self, x: Tensor, theta: float | Tensor | None = None, exact_theta: float | None = None
     ) -> Tensor:
         """``x: [T, B, ...]``; ``theta``: a step for this call (a float or a 0-dim tensor, not
-        trained here), ``exact_theta`` its value when known (see ``exact_spike_dtype``)."""
+        trained here), ``exact_theta`` its value when known (``qsnn.precision``)."""
         if x.dim() < 2:
             raise ValueError(
                 f"{type(self).__name__} expects [T, B, ...] input; got {tuple(x.shape)}"
@@ -438,7 +443,7 @@ class LevelQuantizer(SpikeNeuron):
         flat = x.flatten(0, 1).unsqueeze(0)  # [T, B, ...] -> [1, T*B, ...]
         y = _SpikePatternFn.apply(
             flat, step, 1.0, self.levels, True, 0.0, self.surrogate, self.kernel,
-            exact_spike_dtype(x.dtype, known, self.levels),
+            spike_dtype(x, known, self.levels),
         )
         return y.squeeze(0).unflatten(0, (steps, batch))  # [1, T*B, ...] -> [T, B, ...]
 

@@ -10,6 +10,8 @@ from ..allocation import Bits
 __all__ = ["TrainConfig"]
 
 _PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+#: The neuron every model had before level scales (configs saved then lack ``precise_bn``).
+_NEURON_BEFORE_LEVEL_SCALES = {"level_scale": "fixed", "learn_theta": False, "pow2_theta": False}
 
 
 def _valid_device(name: str) -> bool:
@@ -127,6 +129,17 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
-        """Build from a saved dict, ignoring keys a newer or older version does not know."""
+        """Build from a saved dict, ignoring keys a newer or older version does not know.
+
+        A config saved before ``precise_bn`` existed describes a run trained without it and
+        with the neurons of that time (a fixed ``theta``; a learned one not rounded to a power
+        of two): it is read back that way, so the run resumes and evaluates as it was trained.
+        """
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in known})
+        values = {k: v for k, v in values.items() if k in known}
+        if "precise_bn" not in values:
+            values["precise_bn"] = 0
+            options = dict(values.get("model_options") or {})
+            options["neuron"] = {**_NEURON_BEFORE_LEVEL_SCALES, **(options.get("neuron") or {})}
+            values["model_options"] = options
+        return cls(**values)

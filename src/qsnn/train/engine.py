@@ -44,7 +44,14 @@ from .checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoi
 from .config import TrainConfig
 from .precise_bn import recompute_bn_stats
 
-__all__ = ["NonFiniteLossError", "TrainingInterrupted", "build_model", "fit", "train"]
+__all__ = [
+    "NonFiniteLossError",
+    "TrainingInterrupted",
+    "auto_precision",
+    "build_model",
+    "fit",
+    "train",
+]
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +119,26 @@ def _setup_env(config: TrainConfig) -> _Env:
     if config.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
     return _Env(device, amp, rank, world, local_rank)
+
+
+def auto_precision(model: nn.Module, amp_dtype: torch.dtype | None) -> torch.dtype | None:
+    """The autocast dtype ``--precision auto`` trains ``model`` in: ``amp_dtype``, unless a
+    neuron has ``b_s > 8``. Its input current (a conv + batch-norm output) would then be a bf16
+    value of 8 significant bits, which cannot reach every one of its levels (at ``T = 1`` a
+    16-bit neuron would see about 2,000 of its 65,536), so such a model trains in float32.
+    At ``b_s <= 8`` a bf16 current reaches every level (its step is at most ``theta`` below
+    ``256 * theta``)."""
+    if amp_dtype not in (torch.bfloat16, torch.float16):
+        return amp_dtype
+    from ..neurons import SpikeLevels
+
+    widest = max((m.bits_s for m in model.modules() if isinstance(m, SpikeLevels)), default=0)
+    significand = 8 if amp_dtype == torch.bfloat16 else 11
+    if widest > significand:
+        log.info("b_s = %d: a %s input current cannot reach every spike level; training in "
+                 "float32", widest, str(amp_dtype).removeprefix("torch."))
+        return None
+    return amp_dtype
 
 
 # -- model and data ----------------------------------------------------------------------------
@@ -343,6 +370,8 @@ def fit(
     epoch) and finally ``result.json`` with the final profile. Returns the result dict.
     """
     env = _setup_env(config)
+    if config.precision == "auto":
+        env.amp_dtype = auto_precision(model, env.amp_dtype)
     out = Path(out_dir) if out_dir is not None else None
     torch.manual_seed(config.seed)
 

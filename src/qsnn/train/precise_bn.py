@@ -55,27 +55,29 @@ def recompute_bn_stats(
     Args:
         model: the (unwrapped) model; its train/eval mode is restored afterwards.
         data: the training split (read without augmentation).
-        samples: images to average over (all of ``data`` when it has fewer).
+        samples: images to average over, per process (all of ``data`` when it has fewer).
         batch_size: images per batch (the training batch size: the statistics training saw).
         seed: order of the images (a fixed subset per seed).
         device, amp_dtype: where and in which autocast precision the forward passes run.
         prepare: optional ``x -> x`` applied to each batch (channels-last).
         rank, world_size: under DDP each rank averages its shard; the results are averaged.
 
-    Returns the number of images used (0 when the model has no batch norm).
+    Returns the number of images used (0 when the model has no batch norm). If the pass
+    fails, the previous statistics and every module's mode are put back.
     """
     norms = batch_norms(model)
     if not norms or samples <= 0 or len(data) == 0:
         return 0
     device = torch.device(device)
-    was_training = model.training
-    momenta = [bn.momentum for bn in norms]
+    modes = [(m, m.training) for m in model.modules()]
+    saved = [(bn.momentum, {k: v.clone() for k, v in bn.state_dict().items()}) for bn in norms]
     model.eval()
     for bn in norms:
         bn.reset_running_stats()
         bn.momentum = None  # cumulative average: running = mean of the batch statistics
         bn.train()
     used = 0
+    done = False
     try:
         per_rank = len(data) // max(1, world_size)
         batches = data.batches(
@@ -97,10 +99,14 @@ def recompute_bn_stats(
             ):
                 model(x)
             used += int(x.shape[1] if x.dim() == 5 else x.shape[0])  # [T, B, ...] events
+        done = True
     finally:
-        for bn, momentum in zip(norms, momenta, strict=True):
+        for bn, (momentum, state) in zip(norms, saved, strict=True):
             bn.momentum = momentum
-        model.train(was_training)
+            if not done:
+                bn.load_state_dict(state)
+        for module, mode in modes:
+            module.training = mode
     if world_size > 1 and dist.is_initialized():
         for bn in norms:
             for stat in (bn.running_mean, bn.running_var):
