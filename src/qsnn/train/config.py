@@ -84,9 +84,9 @@ class TrainConfig:
     profile_batches: int = 8
     """Test batches on which the final profile measures firing rates."""
     precise_bn: int = 4096
-    """Training images (no augmentation) on which batch-norm statistics are re-estimated with
-    the trained weights before every evaluation and save ("precise BN"); 0 keeps the running
-    averages of training."""
+    """Training images (drawn and augmented as in training) on which batch-norm statistics are
+    re-estimated with the trained weights before every evaluation and save ("precise BN"); 0
+    keeps the running averages of training."""
     progress: bool = True
     """Show a progress bar (tqdm when installed)."""
     time_steps_data: int | None = None

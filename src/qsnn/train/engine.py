@@ -599,6 +599,7 @@ def _precise_bn(
         seed=derive_seed(config.seed, epoch, "precise-bn"),
         device=env.device,
         amp_dtype=env.amp_dtype,
+        augment=config.augment,
         prepare=_channels_last if config.channels_last else None,
         rank=env.rank,
         world_size=env.world,
