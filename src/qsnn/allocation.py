@@ -23,6 +23,7 @@ __all__ = [
     "apply_bits",
     "check_spike_bits",
     "check_weight_bits",
+    "resolve_policy",
 ]
 
 #: Bit width that float (unquantized) weights count as in every metric.
@@ -271,6 +272,17 @@ class BitsPolicy:
         return out
 
 
+def resolve_policy(
+    bits: Bits | str | BitsPolicy, overrides: Mapping[str, object] | None = None
+) -> BitsPolicy:
+    """The ``BitsPolicy`` of ``bits`` plus ``overrides`` (a policy carries its own overrides)."""
+    if isinstance(bits, BitsPolicy):
+        if overrides:
+            raise ValueError("pass overrides inside the BitsPolicy or as `overrides`, not both")
+        return bits
+    return BitsPolicy(Bits.parse(bits), overrides or {})
+
+
 def apply_bits(
     model: nn.Module,
     bits: Bits | str | BitsPolicy,
@@ -285,12 +297,7 @@ def apply_bits(
     override pattern that matches no such module raises ``ValueError`` (a typo would otherwise
     silently leave a layer at the default). Returns the policy applied.
     """
-    if isinstance(bits, BitsPolicy):
-        if overrides:
-            raise ValueError("pass overrides inside the BitsPolicy or as `overrides`, not both")
-        policy = bits
-    else:
-        policy = BitsPolicy(Bits.parse(bits), overrides or {})
+    policy = resolve_policy(bits, overrides)
     names = []
     for name, module in model.named_modules():
         setter = getattr(module, "set_layer_bits", None)

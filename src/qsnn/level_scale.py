@@ -42,6 +42,8 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
+from .quant import _RoundSTE, _scale_grad
+
 __all__ = [
     "LEVEL_RULES",
     "LevelScale",
@@ -60,21 +62,6 @@ def pow2_round(theta: float) -> float:
 def lsq_init(mean_abs: float, levels: int) -> float:
     """LSQ's step-size initialisation (Esser et al. 2020): ``2 * mean|I| / sqrt(L)``."""
     return 2.0 * mean_abs / math.sqrt(levels)
-
-
-class _RoundSTE(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x):  # type: ignore[override]
-        return torch.round(x)
-
-    @staticmethod
-    def backward(ctx, grad):  # type: ignore[override]
-        return grad
-
-
-def _scale_grad(x: Tensor, factor: float) -> Tensor:
-    # Forward: x. Backward: the gradient times `factor` (LSQ's step-size gradient scale).
-    return (x - x * factor).detach() + x * factor
 
 
 class LevelScale(nn.Module):

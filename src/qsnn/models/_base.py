@@ -6,7 +6,7 @@ from collections.abc import Mapping
 
 import torch.nn as nn
 
-from ..allocation import Bits, BitsPolicy, apply_bits
+from ..allocation import Bits, BitsPolicy, apply_bits, resolve_policy
 from ..level_scale import LevelScale
 from ..neurons import SpikeLevels
 from ..temporal import StaticEncoder
@@ -81,12 +81,7 @@ class SpikingModel(nn.Module):
         Replaces the previous allocation and overrides. Conv/linear layers take ``b_w``, neurons
         and restricted sums ``b_s``, every ``StaticEncoder`` ``T``. Returns the policy applied.
         """
-        if isinstance(bits, BitsPolicy):
-            if overrides:
-                raise ValueError("pass overrides inside the BitsPolicy or as `overrides`, not both")
-            policy = bits
-        else:
-            policy = BitsPolicy(Bits.parse(bits), overrides or {})
+        policy = resolve_policy(bits, overrides)
         _check_shared_grids(self, policy)  # before any layer changes
         policy = apply_bits(self, policy)
         for module in self.modules():
