@@ -71,6 +71,17 @@ def jobs(everything: bool) -> list[tuple[str, str]]:
     return out + [(name, bits) for bits in diag for name in DIAGNOSTICS]
 
 
+def same_run(name: str, bits: str) -> str | None:
+    """The option whose run at ``bits`` is this one's, when the two neurons are the same by
+    construction: ``scaled`` gives step ``theta * 2**(1 - b_s)``, which is ``fixed``'s ``theta``
+    at ``b_s = 1`` (a test checks the identity), so that run is trained once."""
+    opt = OPTIONS[name]
+    if opt["level_scale"] != "scaled" or int(bits.split("/")[1]) != 1:
+        return None
+    twin = {**opt, "level_scale": "fixed"}
+    return next((other for other, o in OPTIONS.items() if o == twin), None)
+
+
 def run_dir(out: Path, name: str, bits: str, seed: int) -> Path:
     slug = name.replace(" ", "_").replace("=", "").replace(",", "")
     return out / slug / f"{bits.replace('/', '-')}-seed{seed}"
@@ -90,7 +101,7 @@ def work(args: argparse.Namespace) -> None:
     log = logging.getLogger("level_scale")
     for name, bits in jobs(args.all):
         run = run_dir(Path(args.out), name, bits, args.seed)
-        if (run / "result.json").exists():
+        if (run / "result.json").exists() or same_run(name, bits):
             continue
         run.mkdir(parents=True, exist_ok=True)
         claim = run / ".claimed"
@@ -141,12 +152,13 @@ def level_use(run: Path, images: int = 1000) -> dict[str, float]:
 def collect(args: argparse.Namespace) -> str:
     rows = []
     for name, bits in jobs(True):
-        run = run_dir(Path(args.out), name, bits, args.seed)
+        twin = same_run(name, bits)
+        run = run_dir(Path(args.out), twin or name, bits, args.seed)
         if not (run / "result.json").exists():
             continue
         result = json.loads((run / "result.json").read_text())
         rows.append({
-            "option": name, "neuron": OPTIONS[name], "bits": bits,
+            "option": name, "neuron": OPTIONS[name], "bits": bits, "same_run_as": twin,
             "test_acc": result["test_acc_best"], "val_acc": result["val_acc_best"],
             "test_acc_last": result["test_acc_last"], "best_epoch": result["best_epoch"],
             "train_images_per_s": result["train_images_per_s"],
@@ -164,8 +176,9 @@ def collect(args: argparse.Namespace) -> str:
 
 
 def _table(rows: list[dict]) -> str:
-    """Markdown: one row per option, test (val) accuracy per allocation, means over complete
-    rows, level entropy per allocation."""
+    """Markdown: one row per option, test (val) accuracy per allocation (``=``: the run of the
+    option that is the same neuron there, see ``same_run``), means over complete rows, level
+    entropy per allocation."""
     head = ["option", *[f"{b} test (val)" for b in ALLOCATIONS], "mean test", "mean val",
             "level entropy, bits (of b_s)"]  # fmt: skip
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -174,7 +187,8 @@ def _table(rows: list[dict]) -> str:
         if not got:
             continue
         cells = [f"{100 * got[b]['test_acc']:.2f} ({100 * got[b]['val_acc']:.2f})"
-                 if b in got else "-" for b in ALLOCATIONS]
+                 + ("=" if got[b]["same_run_as"] else "") if b in got else "-"
+                 for b in ALLOCATIONS]
         complete = len(got) == len(ALLOCATIONS)
         mean_test = sum(r["test_acc"] for r in got.values()) / len(got)
         mean_val = sum(r["val_acc"] for r in got.values()) / len(got)

@@ -39,6 +39,22 @@ def test_scaled_rule_halves_the_step_per_spike_bit():
     assert SpikeNeuron(3, theta=0.6, level_scale="scaled", pow2_theta=False).theta == 0.15
 
 
+def test_scaled_rule_at_one_spike_bit_is_the_fixed_neuron():
+    """theta * 2**(1 - 1) = theta: a b_s = 1 model trained with ``scaled`` is the ``fixed`` one
+    step for step (benchmarks/level_scale.py trains that pair once)."""
+    outs = []
+    for rule in ("fixed", "scaled"):
+        torch.manual_seed(0)
+        model = create_model("small_convnet", bits="1/1/2", overrides={"head": 8},
+                             neuron={"level_scale": rule, "theta": 1.0})
+        x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+        out = model(x)
+        out.sum().backward()
+        outs.append((out, [p.grad for p in model.parameters()]))
+    assert torch.equal(outs[0][0], outs[1][0])
+    assert all(torch.equal(a, b) for a, b in zip(outs[0][1], outs[1][1], strict=True))
+
+
 def test_data_init_on_a_hand_made_batch():
     """I = [[0.5, -1.5, 2, 0], [1, -0.5, 3, 1.5]] (T = 1, B = 2): sum |I| = 10, mean 1.25.
     LSQ: theta_0 = 2 * 1.25 / sqrt(L):
