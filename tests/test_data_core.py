@@ -46,6 +46,20 @@ def test_unknown_dataset_suggests_close_matches():
         get_dataset("cifar01")
 
 
+def test_suggestions_name_each_dataset_once_closest_first():
+    """``cifar`` is close to four spellings of two datasets. difflib's ratio 2M/T by hand:
+    cifar10 10/12 = 0.83, cifar_10 and cifar100 10/13 = 0.77, cifar10dvs 10/15 = 0.67,
+    cifar10_dvs 10/16 = 0.63, cifar_100 10/14 = 0.71; best per dataset: cifar10 0.83,
+    cifar100 0.77, cifar10_dvs 0.67 (``'cifar10', 'cifar10', 'cifar100'`` before the fix)."""
+    with pytest.raises(DataError) as err:
+        get_dataset("cifar")
+    assert "did you mean 'cifar10', 'cifar100', 'cifar10_dvs'?" in str(err.value)
+    # five spellings of dvs128_gesture (and nothing else) are within reach of "gesture_"
+    with pytest.raises(DataError) as err:
+        get_dataset("gesture_")
+    assert "did you mean 'dvs128_gesture'? (known:" in str(err.value)
+
+
 def test_unknown_option_and_bad_split_are_clear():
     with pytest.raises(DataError, match=r"does not take option.*colour"):
         get_dataset("digits", colour="red")
@@ -324,6 +338,95 @@ def test_load_splits_gives_train_val_test():
     assert (len(s.train), len(s.val), len(s.test)) == (1338, 100, 359)
 
 
+# --- torch.utils.data.Dataset protocol --------------------------------------------------
+
+
+def _loader_batches(ds, batch_size, **kw):
+    return list(torch.utils.data.DataLoader(ds, batch_size=batch_size, **kw))
+
+
+def _assert_same_batches(got, want):
+    assert len(got) == len(want)
+    for (xg, yg), (xw, yw) in zip(got, want, strict=True):
+        assert xg.dtype == xw.dtype and yg.dtype == yw.dtype == torch.int64
+        assert torch.equal(xg, xw) and torch.equal(yg, yw)
+
+
+def test_digits_dataloader_equals_batches():
+    """The embedded digits through ``DataLoader`` (fetching via ``__getitems__``) and through
+    ``ds[i]`` one by one give exactly the tensors of ``batches()``; values are
+    ``(k / 255 - mean) / std`` of the stored uint8 levels."""
+    pytest.importorskip("sklearn")
+    ds = get_dataset("digits", split="test")
+    assert isinstance(ds, torch.utils.data.Dataset) and len(ds) == 359
+    want = list(ds.batches(64))
+    _assert_same_batches(_loader_batches(ds, 64), want)
+    _assert_same_batches(_loader_batches(ds, 64, collate_fn=ds.collate), want)
+    one_by_one = [ds[i] for i in range(len(ds))]  # the plain __getitem__ path
+    x = torch.stack([s[0] for s in one_by_one])
+    y = torch.stack([s[1] for s in one_by_one])
+    assert torch.equal(x, torch.cat([b[0] for b in want]))
+    assert torch.equal(y, torch.cat([b[1] for b in want]))
+    x0, y0 = ds[0]
+    assert x0.shape == (1, 8, 8) and x0.dtype == torch.float32 and y0.shape == ()
+    (m,), (sd,) = ds.mean, ds.std
+    expect = (ds.inputs[0].double() / 255 - m) / sd
+    torch.testing.assert_close(x0.double(), expect, rtol=1e-6, atol=1e-6)
+    assert int(y0) == int(ds.labels[0])
+
+
+def test_static_samples_are_not_augmented_and_index_like_a_sequence():
+    """The toy split carries an augmentation: ``ds[i]`` is the unaugmented sample (as
+    ``batches()`` without ``augment``); indices follow list semantics."""
+    d = _static(10)
+    assert d.augment is not None and d.augment.enabled
+    x3, y3 = d[3]
+    torch.testing.assert_close(x3, (d.inputs[3].float() / 255 - 0.5) / 0.25)
+    assert int(y3) == 1
+    ref = list(range(10))  # a list of the same length: the sequence rules to follow
+    for i in (-1, -10, 0, 9, -3):
+        xi, yi = d[i]
+        xj, yj = d[ref[i]]
+        assert torch.equal(xi, xj) and torch.equal(yi, yj)
+    for i in (10, -11, 100):
+        with pytest.raises(IndexError):
+            ref[i]
+        with pytest.raises(IndexError, match="out of range for 10 samples"):
+            d[i]
+    assert torch.equal(d[np.int64(-2)][0], d[8][0]) and torch.equal(d[torch.tensor(4)][0],
+                                                                    d[4][0])
+    with pytest.raises(TypeError):
+        d[1.0]
+    with pytest.raises(TypeError):
+        d[1:3]
+    assert len(list(d)) == 10  # iteration by the sequence protocol stops at IndexError
+    got = d.__getitems__([9, -1, 0])
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(got, [d[9], d[9], d[0]], strict=True))
+    with pytest.raises(IndexError):
+        d.__getitems__([0, 10])
+    # a held-out split is a Dataset too
+    _, val = split_holdout(d, 4)
+    _assert_same_batches(_loader_batches(val, 3, collate_fn=val.collate), list(val.batches(3)))
+
+
+def test_event_dataloader_equals_batches():
+    """Event samples are ``[T, 2, H, W]``; the default collation stacks them batch-major,
+    ``collate_fn=ds.collate`` gives the time-major batches of ``batches()``."""
+    frames = torch.randint(0, 7, (7, 3, 2, 5, 4), dtype=torch.uint8)  # [N, T, 2, H, W]
+    d = TensorData("ev", "train", frames, torch.arange(7) % 2, ("a", "b"), kind="events")
+    x, y = d[-2]
+    assert x.shape == (3, 2, 5, 4) and x.dtype == torch.float32
+    assert torch.equal(x, frames[5].float()) and int(y) == 1
+    want = list(d.batches(3))
+    _assert_same_batches(_loader_batches(d, 3, collate_fn=d.collate), want)
+    batch_major = [(x.transpose(0, 1), y) for x, y in want]
+    _assert_same_batches(_loader_batches(d, 3), batch_major)
+    with pytest.raises(IndexError):
+        d[7]
+    with pytest.raises(DataError, match="empty"):
+        d.collate([])
+
+
 # --- ImageNet class folders ---------------------------------------------------------------
 
 
@@ -365,3 +468,27 @@ def test_errors_are_value_errors_with_one_line():
     with pytest.raises(DataError) as err:
         get_dataset("nmnist", "/nonexistent/x", time_steps=4)
     assert "\n" not in str(err.value) and "/nonexistent/x/Train/<digit>/*.bin" in str(err.value)
+
+
+def test_imagenet_folders_are_a_dataset(tmp_path):
+    """``ds[i]`` decodes as ``batches()`` with its defaults: the val center crop and the
+    train split's crop fixed by seed 0, epoch 0; a DataLoader gives the same batches."""
+    pil = pytest.importorskip("PIL.Image")
+    rng = np.random.default_rng(1)
+    for split in ("train", "val"):
+        for wnid in ("n01", "n02"):
+            (tmp_path / split / wnid).mkdir(parents=True)
+            for i in range(2):
+                arr = rng.integers(0, 256, (18 + 5 * i, 26, 3), dtype=np.uint8)
+                pil.fromarray(arr).save(tmp_path / split / wnid / f"img{i}.png")
+    for split in ("train", "val"):
+        ds = get_dataset("imagenet", tmp_path, split, image_size=12)
+        assert isinstance(ds, torch.utils.data.Dataset) and len(ds) == 4
+        want = list(ds.batches(3, workers=0))
+        _assert_same_batches(_loader_batches(ds, 3), want)
+        _assert_same_batches(_loader_batches(ds, 3, collate_fn=ds.collate), want)
+        x, y = ds[-1]
+        assert x.shape == (3, 12, 12) and int(y) == 1
+        assert torch.equal(x, want[-1][0][-1])
+        with pytest.raises(IndexError):
+            ds[4]

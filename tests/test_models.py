@@ -46,19 +46,6 @@ def n_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def params_16(model: SpikingModel) -> float:
-    """``sum(numel * bits / 16)``: a layer's weights at its ``b_w``, every other parameter (batch
-    norm) at the model's ``b_w`` (the paper's Table 1 counts every parameter at ``b_w``)."""
-    total, seen = 0.0, set()
-    for module in model.modules():
-        if isinstance(module, (QuantConv2d, QuantLinear)):
-            for p in module.parameters(recurse=False):
-                total += p.numel() * module.weight_bits_eff / 16
-                seen.add(id(p))
-    rest = sum(p.numel() for p in model.parameters() if id(p) not in seen)
-    return total + rest * model.bits.w_eff / 16
-
-
 def level_hooks(model: nn.Module, record: list[tuple[str, int, int]]) -> list:
     """Record (name, output_bits, distinct output values) of every neuron and restricted sum."""
     handles = []
@@ -206,7 +193,7 @@ def test_event_inputs():
 
 
 # --------------------------------------------------------------------------------------------
-# Parameter counts (paper references) and params_16 (paper Table 1)
+# Parameter counts (paper references); params_16 against Table 1: test_models_profile.py
 # --------------------------------------------------------------------------------------------
 
 
@@ -231,18 +218,6 @@ def test_sew_resnet_parameters_equal_torchvision_resnets():
 def test_resnet19_and_small_net_sizes():
     assert n_params(make("resnet19")) / 1e6 == pytest.approx(12.63, rel=0.005)
     assert n_params(make("small_convnet")) / 1e6 == pytest.approx(0.30, rel=0.01)
-
-
-@pytest.mark.parametrize(("name", "table"), [
-    ("sew_resnet34", {1: 1.36, 2: 2.72, 8: 10.89}),
-    ("spikformer_8_512", {1: 1.86, 2: 3.71, 4: 7.42, 8: 14.84}),
-])
-def test_params_16_reproduce_table_1(name, table):
-    model = make(name, "1/1/4")
-    for bits_w, millions in table.items():
-        model.set_bits(Bits(bits_w, 1, 4))
-        assert params_16(model) / 1e6 == pytest.approx(millions, rel=0.005)
-        assert params_16(model) == pytest.approx(n_params(model) * bits_w / 16)
 
 
 def test_sew_resnet18_macs_per_step():

@@ -431,16 +431,55 @@ def test_surrogate_smooth_shapes_near_levels(bits_s, shape):
                                   Surrogate(shape, 1.0))[0]) - 1.0) < 0.03
 
 
-@pytest.mark.parametrize("shape", ["triangle", "rectangle", "sigmoid", "atan"])
-@pytest.mark.parametrize("width", [0.5, 1.0])
-def test_surrogate_unit_area_per_level(shape, width):
-    """Each bump has unit area, so g integrates to L over the whole line (L = 3 here)."""
-    L = 3
-    du = 4e-3
-    u = torch.arange(-20.0, L + 20.0, du, dtype=torch.float64)
-    area = float(_t1_grad(u, 2, 1.0, Surrogate(shape, width)).sum()) * du
-    ref_area = float(ref_g(u, L, shape, width).sum()) * du
-    assert abs(area - ref_area) < 0.02 * L, (area, ref_area)
+def _integration_grid(levels: int) -> torch.Tensor:
+    """Nodes covering the whole line, float64: uniform steps h = 2**-10 over the levels
+    (offset by h/2, so every bump edge of a rectangle of width 0.5, 1, 1.5, 2, 4 falls midway
+    between nodes and the trapezoid rule integrates the step exactly), then tails whose steps
+    grow geometrically (ratio 1.002) out to |u| ~ 1e8, beyond which atan's tail is < 1e-8 of
+    a level."""
+    h = 2.0**-10
+    core = torch.arange(-10.0, levels + 11.0, h, dtype=torch.float64) + h / 2
+    lo, hi = float(core[0]), float(core[-1])
+    n = math.ceil(math.log(1e7) / math.log(1.002))
+    grow = torch.tensor(1.002, dtype=torch.float64) ** torch.arange(1, n + 1, dtype=torch.float64)
+    left = (lo - 11.0 * (grow - 1.0)).flip(0)  # lo - 11 (r^k - 1): first step 0.022
+    right = hi + 11.0 * (grow - 1.0)
+    return torch.cat([left, core, right])
+
+
+@pytest.mark.parametrize("bits_s", [1, 2, 5])
+@pytest.mark.parametrize(("shape", "width"), [
+    ("triangle", 0.5), ("triangle", 1.0), ("triangle", 2.0),
+    ("rectangle", 0.5), ("rectangle", 1.0), ("rectangle", 4.0),
+    ("sigmoid", 0.5), ("sigmoid", 1.0), ("sigmoid", 2.0),
+    ("atan", 0.5), ("atan", 1.0), ("atan", 2.0),
+])
+def test_surrogate_unit_area_per_level(bits_s, shape, width):
+    """The surrogate's promise (``qsnn.surrogate``): every bump has unit area, so ``g``
+    integrates to ``L = 2**b_s - 1`` over the line (the smooth staircase climbs by ``L``).
+
+    Checked by trapezoid integration (float64) of the neuron's input gradient (``theta = 1``,
+    so ``ds/dx = g(u)``), against the closed form, not against a copy of the bumps. Up to
+    ``L = 16`` every bump is summed: area ``L`` for every shape. For ``L = 31`` the sum runs
+    over the 16 levels nearest to ``u``, i.e. level ``j`` counts for ``u - j`` in ``[-8, 8)``:
+    exact for triangle (``w <= 2``) and rectangle (``w <= 4``); sigmoid loses
+    ``2 exp(-8 * 4 / w)`` of a level at most (< 1e-6 at ``w = 2``); atan keeps
+    ``int_{-8}^{8} (a/2) / (1 + (pi a x / 2)^2) dx = (2/pi) atan(4 pi a)`` per level,
+    ``a = 2 / w`` (0.9873 at ``w = 0.5``, 0.9747 at ``w = 1``, 0.9497 at ``w = 2``).
+    """
+    L = 2**bits_s - 1
+    u = _integration_grid(L)
+    g = _t1_grad(u, bits_s, 1.0, Surrogate(shape, width))
+    area = float(torch.trapezoid(g, u))
+    per_level = 1.0
+    if shape == "atan" and L > 16:
+        per_level = 2 / math.pi * math.atan(4 * math.pi * (2.0 / width))
+    assert area == pytest.approx(per_level * L, rel=2e-6, abs=1e-9), (area, per_level * L)
+    assert float(g.min()) >= 0.0  # a sum of non-negative bumps
+    # peak 1/w at an isolated level (L = 1): the promised height, read at u = 1
+    if bits_s == 1:
+        peak = _t1_grad(torch.tensor([1.0], dtype=torch.float64), 1, 1.0, Surrogate(shape, width))
+        assert float(peak[0]) == pytest.approx(1.0 / width, rel=1e-9)
 
 
 def test_surrogate_string_spec():

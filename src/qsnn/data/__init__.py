@@ -7,6 +7,11 @@
     ev = get_dataset("cifar10_dvs", "~/data", "train", time_steps=10)   # [N, 10, 2, 48, 48]
     for x, y in ev.batches(64, shuffle=True):                   # x: float [T, B, 2, 48, 48]
         ...
+    x, y = train[0]                 # a torch Dataset too: x float [3, 32, 32], y int64 []
+    loader = DataLoader(ev, batch_size=64, collate_fn=ev.collate)  # = ev.batches(64)
+
+Every split is a ``torch.utils.data.Dataset`` whose ``ds[i]`` is sample ``i`` exactly as
+``batches()`` yields it (unaugmented); ``batches()`` stays the fast path.
 
 Registered names (:func:`list_datasets`): ``digits`` (embedded, offline: scikit-learn's 1,797
 8x8 digits), ``cifar10``, ``cifar100``, ``imagenet``, ``nmnist``, ``dvs128_gesture``

@@ -10,12 +10,21 @@ A :class:`TensorData` holds one split in memory, in the layout the models take o
 ``labels`` are int64 ``[N]``. :meth:`TensorData.batches` shuffles with a seed, selects whole
 batches by index (no per-sample Python), moves them to the device, augments them there and
 converts them to float.
+
+A :class:`TensorData` is also a ``torch.utils.data.Dataset``: ``len(ds)`` samples and
+``ds[i] -> (x, y)``, sample ``i`` exactly as ``ds.batches(b)`` yields it with its defaults
+(no augmentation, float32, on the data's device): static ``x`` normalized ``[C, H, W]``,
+event ``x`` float counts ``[T, 2, H, W]``, ``y`` an int64 scalar tensor. So
+``DataLoader(ds, batch_size=b)`` works; its default collation stacks events batch-major
+``[B, T, 2, H, W]``, while ``collate_fn=ds.collate`` gives the models' time-major layout,
+equal to ``batches()``. Augmentation stays on the batched path (``batches(augment=True)``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
+import operator
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
@@ -23,6 +32,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from torch import Tensor
+from torch.utils.data import Dataset
 
 from .augment import Augment
 from .errors import DataError
@@ -30,6 +40,36 @@ from .errors import DataError
 __all__ = ["BatchIterator", "TensorData", "normalize", "per_class_split", "split_holdout"]
 
 Kind = Literal["static", "events"]
+Sample = tuple[Tensor, Tensor]
+
+
+def sample_index(index: object, n: int) -> int:
+    """Sequence indexing of ``n`` samples: an integer in ``-n .. n - 1`` -> ``0 .. n - 1``.
+
+    Negative indices count from the end, as for a list; anything outside raises
+    ``IndexError``, a non-integer ``TypeError`` (slices are not samples).
+    """
+    try:
+        i = operator.index(index)  # int, numpy integers, 0-d integer tensors
+    except TypeError:
+        raise TypeError(
+            f"dataset indices must be integers; got {type(index).__name__}"
+        ) from None
+    if not -n <= i < n:
+        raise IndexError(f"sample index {i} out of range for {n} samples")
+    return i + n if i < 0 else i
+
+
+def collate_samples(samples: Sequence[Sample], kind: str) -> Sample:
+    """Stack ``(x, y)`` samples into the batch layout of ``batches()``: ``x [B, ...]`` for
+    static images, time-major ``[T, B, 2, H, W]`` for event frames; ``y [B]``."""
+    if not samples:
+        raise DataError("cannot collate an empty list of samples")
+    x = torch.stack([s[0] for s in samples])
+    y = torch.stack([torch.as_tensor(s[1]) for s in samples])
+    if kind == "events":
+        x = x.transpose(0, 1).contiguous()  # [B, T, 2, H, W] -> [T, B, 2, H, W]
+    return x, y
 
 
 def derive_seed(*parts: object) -> int:
@@ -48,8 +88,12 @@ def normalize(
 
 
 @dataclass(frozen=True, eq=False)
-class TensorData:
-    """One split of a dataset held in memory (see the module docstring for the layouts)."""
+class TensorData(Dataset[Sample]):
+    """One split of a dataset held in memory (see the module docstring for the layouts).
+
+    A ``torch.utils.data.Dataset`` of ``(x, y)`` samples (:meth:`__getitem__`); the fast path
+    is :meth:`batches`.
+    """
 
     name: str
     """Registry name of the dataset, e.g. ``"cifar10"``."""
@@ -92,6 +136,29 @@ class TensorData:
     # -- description ---------------------------------------------------------------------
     def __len__(self) -> int:
         return int(self.inputs.shape[0])
+
+    # -- samples (torch.utils.data.Dataset) -------------------------------------------------
+    def __getitem__(self, index: int) -> Sample:
+        """Sample ``index`` (negative: from the end) as ``(x, y)``, exactly as
+        ``batches()`` with its defaults yields it: static ``x`` normalized float32
+        ``[C, H, W]``, events float32 counts ``[T, 2, H, W]``; ``y`` int64 ``[]``. No
+        augmentation (the batched path augments only when asked)."""
+        i = sample_index(index, len(self))
+        return self.to_float(self.inputs[i : i + 1])[0], self.labels[i]
+
+    def __getitems__(self, indices: Sequence[int]) -> list[Sample]:
+        """``[self[i] for i in indices]`` with one gather and one conversion (the DataLoader
+        fetches a batch of indices through this)."""
+        n = len(self)
+        idx = torch.tensor([sample_index(i, n) for i in indices], dtype=torch.long)
+        x = self.to_float(self.inputs.index_select(0, idx.to(self.inputs.device)))
+        y = self.labels.index_select(0, idx.to(self.labels.device))
+        return list(zip(x.unbind(0), y.unbind(0), strict=True))
+
+    def collate(self, samples: Sequence[Sample]) -> Sample:
+        """``collate_fn`` for a ``DataLoader`` over this data: the batches of :meth:`batches`
+        (time-major ``[T, B, 2, H, W]`` for events)."""
+        return collate_samples(samples, self.kind)
 
     def __repr__(self) -> str:
         return (

@@ -8,6 +8,11 @@ worker processes with Pillow (the ``vision`` extra): train images get a random r
 crop of 87.5 % of the shorter side, both resized to ``image_size``. Each worker returns uint8
 ``[3, S, S]``; the flip and the normalization run on the batch, on its device, as for the
 in-memory datasets. The crop of sample ``i`` is fixed by ``(seed, epoch, i)``.
+
+:class:`ImageFolderData` is also a ``torch.utils.data.Dataset``: ``ds[i] -> (x, y)`` decodes
+sample ``i`` as ``ds.batches(b)`` with its defaults does (``seed = epoch = 0``; the train
+split's random resized crop is part of decoding, so ``ds[i]`` is that fixed crop; no flip),
+normalized float32 ``[3, S, S]``.
 """
 
 from __future__ import annotations
@@ -25,7 +30,15 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from .augment import Augment
-from .base import derive_seed, normalize, resolve_augment, shard_order
+from .base import (
+    Sample,
+    collate_samples,
+    derive_seed,
+    normalize,
+    resolve_augment,
+    sample_index,
+    shard_order,
+)
 from .errors import CorruptDataError, DataError, MissingDataError, require
 from .registry import register_dataset
 
@@ -95,8 +108,12 @@ class _DecodeImages(Dataset):
 
 
 @dataclass(frozen=True, eq=False)
-class ImageFolderData:
-    """One split of a class-folder image dataset, decoded per batch (see module docstring)."""
+class ImageFolderData(Dataset[Sample]):
+    """One split of a class-folder image dataset, decoded per batch (see module docstring).
+
+    A ``torch.utils.data.Dataset`` of ``(x, y)`` samples (:meth:`__getitem__`); the fast path
+    is :meth:`batches` (decoding in worker processes).
+    """
 
     name: str
     split: str
@@ -115,6 +132,20 @@ class ImageFolderData:
 
     def __len__(self) -> int:
         return len(self.files)
+
+    def __getitem__(self, index: int) -> Sample:
+        """Sample ``index`` (negative: from the end) as ``(x, y)``, exactly as ``batches()``
+        with its defaults yields it: the split's crop at ``seed = epoch = 0``, no flip,
+        normalized float32 ``[3, S, S]``; ``y`` int64 ``[]``."""
+        i = sample_index(index, len(self))
+        decode = _DecodeImages(self.files, self.labels, self.image_size, self.random_crop, 0, 0)
+        x, y = decode[i]
+        return self.to_float(x.unsqueeze(0))[0], y
+
+    def collate(self, samples: Sequence[Sample]) -> Sample:
+        """``collate_fn`` for a ``DataLoader`` over this data: ``(x [B, 3, S, S], y [B])``,
+        the default stacking (here the batch-major layout of :meth:`batches`)."""
+        return collate_samples(samples, self.kind)
 
     @property
     def num_classes(self) -> int:

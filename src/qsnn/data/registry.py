@@ -108,13 +108,27 @@ def list_datasets(kind: str | None = None) -> list[str]:
     return sorted(n for n, s in _REGISTRY.items() if kind is None or s.kind == kind)
 
 
+def _close_names(key: str, n: int = 3, cutoff: float = 0.5) -> list[str]:
+    """Up to ``n`` registered names closest to ``key``, closest first, each once.
+
+    A name's closeness is the best :func:`difflib.get_close_matches` ratio of the name or any
+    of its aliases (so ``cifar`` suggests ``cifar10`` once, not once per spelling).
+    """
+    out: list[str] = []
+    for match in difflib.get_close_matches(key, list(_ALIASES), n=len(_ALIASES), cutoff=cutoff):
+        name = _ALIASES[match]
+        if name not in out:
+            out.append(name)
+    return out[:n]
+
+
 def dataset_spec(name: str) -> DatasetSpec:
     """The :class:`DatasetSpec` of ``name``; unknown names suggest close matches."""
     key = _norm(name)
     if key in _ALIASES:
         return _REGISTRY[_ALIASES[key]]
-    close = difflib.get_close_matches(key, list(_ALIASES), n=3, cutoff=0.5)
-    hint = f"; did you mean {', '.join(repr(_ALIASES[c]) for c in close)}?" if close else ""
+    close = _close_names(key)
+    hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
     raise DataError(f"unknown dataset {name!r}{hint} (known: {', '.join(list_datasets())})")
 
 
