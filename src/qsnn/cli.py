@@ -1,8 +1,9 @@
 """The ``qsnn`` command line: a thin layer over the library.
 
 Every subcommand parses its flags, calls one library function and prints the result. Bad input
-(invalid bits, a budget with no allocation, ...) ends with one ``qsnn: error: ...`` line and
-exit status 2, never a traceback.
+(invalid bits, a budget with no allocation, a missing or corrupt file, ...) ends with one
+``qsnn: error: ...`` line and exit status 2, never a traceback. An unexpected error (a bug)
+keeps its traceback; ``--debug`` shows the traceback of every error.
 """
 
 from __future__ import annotations
@@ -11,9 +12,10 @@ import argparse
 import json
 import os
 import sys
+import traceback
 from collections.abc import Sequence
 
-from ._cli_options import check_model_options, model_options
+from ._cli_options import add_train_flags, check_model_options, train_values
 from .allocation import Bits, allocations
 
 __all__ = ["main"]
@@ -130,29 +132,10 @@ def _setup_logging(verbose: bool = True) -> None:
     )
 
 
-def _train_values(args: argparse.Namespace) -> dict[str, object]:
-    """The ``TrainConfig`` fields given on the command line (flags left out are absent)."""
-    from .train import TrainConfig
-
-    values = {}
-    for name in TrainConfig.__dataclass_fields__:
-        value = getattr(args, name, None)
-        if value is not None:
-            values[name] = value
-    if getattr(args, "override", None):
-        values["overrides"] = dict(_parse_override(o) for o in args.override)
-    if getattr(args, "download", None):
-        values["data_options"] = {"download": True}  # the one data option the CLI sets
-    options = model_options(getattr(args, "model_option", None), getattr(args, "neuron", None))
-    if options:
-        values["model_options"] = options
-    return values
-
-
 def _train_config(args: argparse.Namespace):
     from .train import TrainConfig
 
-    config = TrainConfig(**_train_values(args))
+    config = TrainConfig(**train_values(args))
     check_model_options(config.model, config.bits, config.model_options)
     return config
 
@@ -167,29 +150,24 @@ def _resume_config(args: argparse.Namespace, run_dir: str):
     from pathlib import Path
 
     from .train import TrainConfig
+    from .train.config import cli_flag
 
-    saved = TrainConfig.from_dict(json.loads((Path(run_dir) / "config.json").read_text()))
-    given = _train_values(args)
+    path = Path(run_dir) / "config.json"
+    try:
+        saved = TrainConfig.from_dict(json.loads(path.read_text()))
+    except (OSError, ValueError, TypeError) as err:
+        raise ValueError(f"{path} is unreadable: {err}") from None
+    given = train_values(args)
     clash = [k for k, v in given.items() if k not in _RESUMABLE and getattr(saved, k) != v]
     if clash:
-        flags = {"model_options": "--neuron/--model-option", "overrides": "--override",
-                 "data_options": "--download"}
         detail = ", ".join(
-            f"{flags.get(k, '--' + k.replace('_', '-'))} {given[k]!r} (run: {getattr(saved, k)!r})"
-            for k in clash
+            f"{cli_flag(k)} {given[k]!r} (run: {getattr(saved, k)!r})" for k in clash
         )
         raise ValueError(
             f"--resume continues {run_dir} as it was started; these flags differ "
             f"from its config.json: {detail}"
         )
     return replace(saved, **{k: v for k, v in given.items() if k in _RESUMABLE})
-
-
-def _parse_override(text: str) -> tuple[str, object]:
-    pattern, sep, value = text.partition("=")
-    if not sep or not pattern:
-        raise ValueError(f"--override must look like PATTERN=BITS (e.g. 'stem.*=8'); got {text!r}")
-    return pattern, int(value) if value.isdigit() else value
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -383,6 +361,9 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     return 0
 
 
+_DEBUG_HELP = "show the traceback of an error (bad input too, not only bugs)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="qsnn",
@@ -391,6 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
     parser.add_argument("--version", action="version", version=f"qsnn {__version__}")
+    parser.add_argument("--debug", action="store_true", help=_DEBUG_HELP)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("bits", help="show an allocation b_w/b_s/T and its bit budget")
@@ -425,7 +407,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_profile)
 
     p = sub.add_parser("train", help="train a model at one allocation")
-    _add_train_args(p)
+    add_train_flags(p)
     p.add_argument("--out", help="run directory (default runs/MODEL-DATASET-BITS)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.set_defaults(func=_cmd_train)
@@ -442,7 +424,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="list the allocations and their S-ACE without training",
     )
     p.add_argument("--out", help="sweep directory (default runs/sweep-MODEL-DATASET-bBUDGET)")
-    _add_train_args(p)
+    add_train_flags(p)
     p.set_defaults(func=_cmd_sweep)
 
     p = sub.add_parser("report", help="rebuild a sweep's report from its finished runs")
@@ -505,66 +487,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", help="also write the report to this JSON file")
     p.set_defaults(func=_cmd_verify)
+    for p in sub.choices.values():  # also after the command; SUPPRESS keeps `qsnn --debug CMD`
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=_DEBUG_HELP)
     return parser
-
-
-def _add_train_args(p: argparse.ArgumentParser) -> None:
-    """One flag per ``TrainConfig`` field that a person sets from the shell."""
-    p.add_argument("--model", help="registered model (default small_convnet)")
-    p.add_argument("--dataset", help="registered dataset (default digits, embedded)")
-    p.add_argument("--bits", help="allocation b_w/b_s/T (default 4/4/1)")
-    p.add_argument(
-        "--override",
-        action="append",
-        metavar="PATTERN=BITS",
-        help="per-layer width, e.g. 'stem.*=8' or 'head=8/8' (repeatable)",
-    )
-    p.add_argument(
-        "--neuron",
-        action="append",
-        metavar="KEY=VALUE",
-        help="neuron setting for every neuron, e.g. 'level_scale=data', 'learn_theta=true', "
-        "'theta=0.5', 'tau=2', 'reset=soft', 'surrogate=sigmoid:0.5' (repeatable)",
-    )
-    p.add_argument(
-        "--model-option",
-        action="append",
-        metavar="KEY=VALUE",
-        help="model constructor option, VALUE as JSON or a string, e.g. "
-        "'widths=[16,32,32,64,64]' or 'quant={\"learn_scale\": true}' (repeatable)",
-    )
-    p.add_argument("--data-root", help="folder with the dataset's files (default $QSNN_DATA)")
-    p.add_argument(
-        "--download",
-        action="store_true",
-        default=None,
-        help="fetch the dataset into --data-root when missing (CIFAR-10/100 only; needs network)",
-    )
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--lr", type=float)
-    p.add_argument("--weight-decay", type=float)
-    p.add_argument("--warmup-epochs", type=float)
-    p.add_argument("--label-smoothing", type=float)
-    p.add_argument("--mixup", type=float)
-    p.add_argument("--cutmix", type=float)
-    p.add_argument("--no-augment", dest="augment", action="store_false", default=None)
-    p.add_argument("--val-size", type=int, help="held-out training samples (0: none)")
-    p.add_argument(
-        "--precise-bn",
-        type=int,
-        metavar="N",
-        help="re-estimate batch-norm statistics on N training images before every evaluation "
-        "(default 4096; 0: keep the running averages)",
-    )
-    p.add_argument("--seed", type=int)
-    p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"))
-    p.add_argument("--no-channels-last", dest="channels_last", action="store_false", default=None)
-    p.add_argument("--compile", action="store_true", default=None)
-    p.add_argument("--device")
-    p.add_argument("--threads", type=int)
-    p.add_argument("--deterministic", action="store_true", default=None)
-    p.add_argument("--no-progress", dest="progress", action="store_false", default=None)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -576,26 +501,60 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except ValueError as err:
-        print(f"qsnn: error: {err}", file=sys.stderr)
-        return 2
-    except RuntimeError as err:
-        # Training stops (non-finite loss, Ctrl-C) say what happened and what was kept.
-        from .train import NonFiniteLossError, TrainingInterrupted
-
-        if isinstance(err, TrainingInterrupted):
-            print(f"qsnn: {err}", file=sys.stderr)
-            return 130
-        if isinstance(err, NonFiniteLossError):
-            print(f"qsnn: error: {err}", file=sys.stderr)
-            return 3
-        raise
     except BrokenPipeError:  # output piped into `head` and closed early
         sys.stderr.close()
         return 0
     except KeyboardInterrupt:
         print("qsnn: interrupted", file=sys.stderr)
         return 130
+    except Exception as err:
+        status, message = _error_exit(err)
+        if status is None:
+            raise  # a bug, not bad input: the traceback says where
+        if args.debug:
+            traceback.print_exc()
+        print(message, file=sys.stderr)
+        return status
+
+
+_PACKAGE_DIR = os.path.dirname(os.path.realpath(__file__))
+
+
+def _error_exit(err: Exception) -> tuple[int | None, str]:
+    """The exit status and the one line for an error that is the user's to fix; ``None`` for
+    anything else (a bug keeps its traceback)."""
+    from .train import NonFiniteLossError, TrainingInterrupted
+
+    # Training stops (non-finite loss, Ctrl-C) say what happened and what was kept.
+    if isinstance(err, TrainingInterrupted):
+        return 130, f"qsnn: {err}"
+    if isinstance(err, NonFiniteLossError):
+        return 3, f"qsnn: error: {err}"
+    if isinstance(err, OSError) and err.filename is not None:
+        return 2, f"qsnn: error: {err.filename}: {err.strerror or err}"
+    if _is_user_error(err):
+        return 2, f"qsnn: error: {err}"
+    return None, ""
+
+
+def _is_user_error(err: Exception) -> bool:
+    """Bad input rather than a bug: a ``ValueError`` that qsnn raised itself (its innermost
+    frame is qsnn code, or its class is qsnn's: ``DataError``, ``CheckpointError``), or a file
+    qsnn read that is not JSON or not text. A ``ValueError`` from inside another library (numpy,
+    torch, ...) is a bug of qsnn's in how it called it, and keeps its traceback."""
+    if isinstance(err, (json.JSONDecodeError, UnicodeDecodeError)):
+        return True
+    if not isinstance(err, ValueError):
+        return False
+    if type(err).__module__.partition(".")[0] == "qsnn":
+        return True
+    tb = err.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    if tb is None:
+        return False
+    where = os.path.realpath(tb.tb_frame.f_code.co_filename)
+    return where.startswith(_PACKAGE_DIR + os.sep)
 
 
 if __name__ == "__main__":
