@@ -583,3 +583,65 @@ def test_channels_last_layout_kept_in_input_gradient(T, reset):
     x_cl = y.detach().unflatten(0, (T, B)).requires_grad_(True)
     n(x_cl).backward(gout)
     torch.testing.assert_close(x_cl.grad, x_ref.grad)
+
+
+def test_a_failed_fused_variant_falls_back_alone_and_is_reported_once(caplog):
+    """A compile failure of one kernel variant (here: float64) is logged once and that variant
+    runs eagerly; another variant (float32) still runs fused, and nothing process-wide changes
+    (the failure lives in the FusedKernels object that saw it). The "compiler" is a stand-in
+    that fails for float64, so the test needs no C++ toolchain."""
+    import logging
+
+    from qsnn import _neuron_kernels as K
+
+    fused_calls = []
+
+    def fake_compiled(x, *args):
+        if x.dtype == torch.float64:
+            raise RuntimeError("no C++ compiler for this variant")
+        fused_calls.append(x.dtype)
+        return K.forward_kernel(x, *args)
+
+    kernels = K.FusedKernels()
+    kernels.compiled["forward"] = fake_compiled
+    theta = torch.tensor(0.5, dtype=torch.float64)
+    x64 = torch.linspace(-1, 3, 12, dtype=torch.float64).reshape(3, 4)
+    args64 = (x64, 3, theta, 0.5, 0.0, 3, True, torch.float64)
+    with caplog.at_level(logging.WARNING, logger=K.__name__):
+        first = kernels("forward", args64, required=False)
+        second = kernels("forward", args64, required=False)
+    eager = K.forward_kernel(*args64)
+    assert torch.equal(first, eager) and torch.equal(second, eager)
+    assert sum("unavailable" in r.getMessage() for r in caplog.records) == 1
+    x32 = x64.float()
+    args32 = (x32, 3, theta.float(), 0.5, 0.0, 3, True, torch.float32)
+    assert torch.equal(kernels("forward", args32, required=False), K.forward_kernel(*args32))
+    assert fused_calls == [torch.float32]
+    strict = K.FusedKernels()  # kernel="fused" asks for the fused kernel: no silent fallback
+    strict.compiled["forward"] = fake_compiled
+    with pytest.raises(RuntimeError, match="no C"):
+        strict("forward", args64, required=True)
+
+
+def test_spike_pattern_step_is_the_kernels_equation():
+    """The pure step function and the eager kernel share one equation: stepping by hand over
+    T reproduces the kernel's spikes for both resets (values checked by hand at T = 3)."""
+    from qsnn import _neuron_kernels as K
+
+    x = torch.tensor([[0.6, 1.2, 2.9], [0.6, 0.1, 0.0], [0.6, 0.0, 5.0]])  # [T=3, N=3]
+    theta, beta = torch.tensor(0.5), 0.5
+    for reset, expected in (
+        # hard: h1 = .6 .. k1=1,2,3(clamp 3); v=0 where fired; h2=.6,.1,0 -> k2=1,0,0;
+        # h3 = .6, .05, 5 -> k3 = 1, 0, 3
+        ("hard", [[1, 2, 3], [1, 0, 0], [1, 0, 3]]),
+        # soft: v1 = .1, .2, 1.4; h2 = .65, .2, .7 -> k2 = 1, 0, 1; v2 = .15, .2, .2;
+        # h3 = .675, .1, 5.1 -> k3 = 1, 0, 3
+        ("soft", [[1, 2, 3], [1, 0, 1], [1, 0, 3]]),
+    ):
+        v, ks = None, []
+        for t in range(3):
+            k, v = spike_pattern_step(x[t], v, bits_s=2, theta=0.5, beta=beta, reset=reset)
+            ks.append(k.tolist())
+        assert ks == expected, reset
+        spikes = K.forward_kernel(x, 3, theta, beta, 0.0, 3, reset == "hard", torch.float32)
+        assert (spikes / 0.5).tolist() == expected, reset

@@ -4,9 +4,16 @@ The data path: static input -> ``StaticEncoder`` over ``T`` -> quantized layers
 (``QuantConv2d``/``QuantLinear``, folded over time by ``FoldTime``) -> ``SpikeNeuron`` ->
 ``TimeMean`` readout. ``Bits("b_w/b_s/T")`` sets every width; ``qsnn.bitserial`` proves that the
 work is ``T * b_s`` binary slices of ``b_w``-bit weights.
+
+The main entry points are top-level names, as in timm: ``qsnn.create_model``,
+``qsnn.list_models``, ``qsnn.profile``, ``qsnn.get_dataset``, ``qsnn.TrainConfig`` and
+``qsnn.train(config, out_dir)``. They load their submodules on first use, so ``import qsnn``
+stays light and pulls in no optional dependency.
 """
 
-from .allocation import Bits, BitsPolicy, LayerBits, allocations, apply_bits
+import importlib
+
+from .allocation import Bits, BitsPolicy, LayerBits, allocations
 from .bitserial import (
     bit_slices,
     bitserial_apply,
@@ -16,6 +23,7 @@ from .bitserial import (
     integer_layer,
     recompose,
 )
+from .bitwidth import apply_bits
 from .neurons import (
     LIFNeuron,
     QuantActivation,
@@ -28,6 +36,16 @@ from .surrogate import Surrogate
 from .temporal import FoldTime, StaticEncoder, TimeMean, fold_time
 
 __version__ = "0.1.0.dev0"
+
+#: Top-level names loaded from their submodule on first access (PEP 562).
+_LAZY = {
+    "create_model": "qsnn.models",
+    "list_models": "qsnn.models",
+    "profile": "qsnn.metrics",
+    "get_dataset": "qsnn.data",
+    "TrainConfig": "qsnn.train",
+    "load_run": "qsnn.train",
+}
 
 __all__ = [
     "Bits",
@@ -42,6 +60,7 @@ __all__ = [
     "StaticEncoder",
     "Surrogate",
     "TimeMean",
+    "TrainConfig",
     "__version__",
     "allocations",
     "apply_bits",
@@ -49,13 +68,33 @@ __all__ = [
     "bitserial_apply",
     "bitserial_layer",
     "bitserial_time_layer",
+    "create_model",
     "decompose",
     "fake_quantize_weight",
     "fold_time",
+    "get_dataset",
     "integer_layer",
+    "list_models",
+    "load_run",
+    "profile",
     "recompose",
     "spike_pattern_neuron",
     "spike_pattern_step",
+    "train",
     "weight_codes",
     "weight_scale",
 ]
+
+
+def __getattr__(name: str) -> object:
+    if name == "train":  # the package qsnn.train, callable as train(config, out_dir)
+        return importlib.import_module("qsnn.train")
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'qsnn' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

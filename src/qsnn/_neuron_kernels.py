@@ -9,8 +9,13 @@ one block broadcast over ``T``), and outputs and gradients get the same layout.
 fused ``torch.compile`` kernel each when the tensor is large enough to matter: a naive loop of
 autograd ops reads and writes every element a dozen times per step, the fused kernel once.
 Backward recomputes the membrane from ``x`` instead of storing it (one read instead of a write
-and a read). The fused path needs a working C++ toolchain; if compiling fails once, qsnn logs a
-warning and stays eager for the rest of the process.
+and a read). Charge, fire and reset are written once, in ``membrane_step``, and used by both
+kernels and by ``qsnn.neurons.spike_pattern_step``.
+
+The fused path needs a working C++ toolchain. A variant (kernel, ``T``, dtypes, ``b_s``,
+reset) that fails to compile is logged once and runs eagerly from then on; other variants still
+try. Dynamo's recompile limit is raised only around the first call of each new variant, not
+for the process.
 """
 
 from __future__ import annotations
@@ -75,6 +80,34 @@ def _step(x: Tensor, t: int) -> Tensor:
     return x[t] if x.shape[0] > 1 else x[0]  # [1, N]: one step broadcast over T
 
 
+def membrane_step(
+    current: Tensor,
+    v: Tensor | None,
+    theta: Tensor | float,
+    beta: float,
+    v_reset: float,
+    levels: int,
+    hard: bool,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """One step of paper Eq. 6-7, the only place it is written: ``(u_t, k_t, v_t)`` from the
+    input current ``I_t`` and ``v_{t-1}`` (``None``: the zero initial state).
+
+        h_t = beta * v_{t-1} + I_t,   u_t = h_t / theta,   k_t = clamp(floor(u_t), 0, L)
+        v_t = v_reset where k_t > 0 else h_t (hard),   v_t = h_t - k_t * theta (soft)
+
+    ``k_t > 0`` is ``u_t >= 1`` (``floor(u) >= 1``), written as the latter so the reset does
+    not wait for the clamp.
+    """
+    h = current if v is None else v * beta + current
+    u = h / theta
+    k = torch.clamp(torch.floor(u), 0, levels)
+    if hard:
+        v_next = torch.where(u >= 1, torch.full_like(h, v_reset), h)
+    else:
+        v_next = h - k * theta
+    return u, k, v_next
+
+
 def forward_kernel(
     x: Tensor,
     steps: int,
@@ -90,12 +123,8 @@ def forward_kernel(
     v = None
     spikes = []
     for t in range(steps):
-        current = _step(x, t).to(theta.dtype)
-        h = current if v is None else v * beta + current
-        u = h / theta
-        k = torch.clamp(torch.floor(u), 0, levels)
+        _, k, v = membrane_step(_step(x, t).to(theta.dtype), v, theta, beta, v_reset, levels, hard)
         spikes.append((k * theta).to(out_dtype))  # cast per step: no float32 [T, N] buffer
-        v = torch.where(u >= 1, v_reset, h) if hard else h - k * theta
     return torch.stack(spikes)  # T x [N] -> [T, N]
 
 
@@ -112,17 +141,12 @@ def backward_kernel(
     need_theta: bool,
 ) -> tuple[Tensor, Tensor | None]:
     """BPTT with the reset detached, recomputing ``u_t = h_t / theta`` from ``x: [T, N]``."""
-    us = []
+    us, ks = [], []
     v = None
     for t in range(steps):
-        current = _step(x, t).to(theta.dtype)
-        h = current if v is None else v * beta + current
-        u = h / theta
+        u, k, v = membrane_step(_step(x, t).to(theta.dtype), v, theta, beta, v_reset, levels, hard)
         us.append(u)
-        if hard:
-            v = torch.where(u >= 1, v_reset, h)
-        else:
-            v = h - torch.clamp(torch.floor(u), 0, levels) * theta
+        ks.append(k)
     grads: list[Tensor] = [x[0]] * steps
     grad_theta = None
     grad_v = None
@@ -132,11 +156,11 @@ def backward_kernel(
         gs = grad_s[t].to(theta.dtype)
         grad_h = gs * g  # dL/ds * ds/dh = dL/ds * theta * g(u) / theta
         if grad_v is not None:
+            # The detached reset passes dL/dv_t to h_t where it did not fire (hard) or always.
             grad_h = grad_h + (torch.where(u < 1, grad_v, 0.0) if hard else grad_v)
         grads[t] = grad_h.to(x.dtype)
         if need_theta:
-            # ds/dtheta = k + theta * dk/dtheta = k - g(u) * u
-            term = (gs * (torch.clamp(torch.floor(u), 0, levels) - g * u)).sum()
+            term = (gs * (ks[t] - g * u)).sum()  # ds/dtheta = k + theta * dk/dtheta = k - g(u) u
             grad_theta = term if grad_theta is None else grad_theta + term
         grad_v = grad_h * beta
     return torch.stack(grads), grad_theta  # T x [N] -> [T, N]
@@ -159,20 +183,51 @@ _KERNELS = {
     "backward": backward_kernel,
     "restricted_add": restricted_add_kernel,
 }
-_compiled: dict[str, object] = {}
+#: Graphs each kernel may keep: every (T, b_s, reset, dtype) is its own graph, and a sweep or a
+#: zoo test meets more than dynamo's default of 8 per function.
 _FUSED_VARIANTS = 64
-_fused_broken = False
 
 
-def _fused(name: str):
-    if name not in _compiled:
-        # Each (T, b_s, reset, dtype) is its own graph; a sweep or a zoo test meets more than
-        # dynamo's default of 8 per function, after which it would silently go eager. (Raised
-        # once, not patched per call: a per-call config patch costs more than the kernel.)
-        dynamo_config = torch._dynamo.config
-        dynamo_config.recompile_limit = max(dynamo_config.recompile_limit, _FUSED_VARIANTS)
-        _compiled[name] = torch.compile(_KERNELS[name], dynamic=True)
-    return _compiled[name]
+def _variant(name: str, args: tuple) -> tuple:
+    """What makes a new graph: the kernel, the dtypes and Python constants of its arguments
+    (shapes are dynamic)."""
+    return (name, *(a.dtype if isinstance(a, Tensor) else a for a in args))
+
+
+class FusedKernels:
+    """The compiled kernels and what is known about their variants: compiled ones run fused,
+    ones that failed to compile run eagerly (each failure is logged once)."""
+
+    def __init__(self) -> None:
+        self.compiled: dict[str, object] = {}
+        self.ready: set[tuple] = set()
+        self.failed: dict[tuple, str] = {}
+
+    def __call__(self, name: str, args: tuple, required: bool):
+        key = _variant(name, args)
+        if key in self.failed:
+            return _KERNELS[name](*args)
+        if name not in self.compiled:
+            self.compiled[name] = torch.compile(_KERNELS[name], dynamic=True)
+        if key in self.ready:
+            return self.compiled[name](*args)
+        try:
+            # The limit only matters while a new graph is made: raise it for this call only.
+            with torch._dynamo.config.patch(recompile_limit=_FUSED_VARIANTS):
+                out = self.compiled[name](*args)
+        except Exception as err:  # a missing compiler surfaces as many exception types
+            if required:
+                raise
+            self.failed[key] = f"{type(err).__name__}: {err}"
+            log.warning("fused %s kernel unavailable for %s (%s); this variant runs eagerly",
+                        name, key[1:], self.failed[key])
+            return _KERNELS[name](*args)
+        self.ready.add(key)
+        return out
+
+
+#: The process's compiled-kernel cache (compiling is per process; the cache holds no setting).
+FUSED = FusedKernels()
 
 
 def run(name: str, kernel: str, training: bool, numel: int, *args):
@@ -181,20 +236,13 @@ def run(name: str, kernel: str, training: bool, numel: int, *args):
 
     ``auto`` fuses large calls of a training step only: the one-off compile (tens of seconds
     of CPU per process) pays off over thousands of steps, not over an evaluation pass.
+    ``fused`` raises if the kernel cannot compile.
     """
-    global _fused_broken
     # Under a dispatch mode (qsnn.profile watching every op) the kernel must stay eager.
     watched = _get_current_dispatch_mode() is not None
     fused = not watched and (
-        kernel == "fused"
-        or (kernel == "auto" and training and not _fused_broken and numel >= FUSED_MIN_NUMEL)
+        kernel == "fused" or (kernel == "auto" and training and numel >= FUSED_MIN_NUMEL)
     )
     if fused:
-        try:
-            return _fused(name)(*args)
-        except Exception as err:  # a missing compiler surfaces as many exception types
-            if kernel == "fused":
-                raise
-            _fused_broken = True
-            log.warning("fused kernels unavailable (%s); using the eager kernels", err)
+        return FUSED(name, args, required=kernel == "fused")
     return _KERNELS[name](*args)

@@ -12,15 +12,12 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-import torch.nn as nn
-
 __all__ = [
     "FLOAT_WEIGHT_BITS",
     "Bits",
     "BitsPolicy",
     "LayerBits",
     "allocations",
-    "apply_bits",
     "check_spike_bits",
     "check_weight_bits",
     "resolve_policy",
@@ -283,32 +280,11 @@ def resolve_policy(
     return BitsPolicy(Bits.parse(bits), overrides or {})
 
 
-def apply_bits(
-    model: nn.Module,
-    bits: Bits | str | BitsPolicy,
-    overrides: Mapping[str, object] | None = None,
-    *,
-    strict: bool = True,
-) -> BitsPolicy:
-    """Set every qsnn layer of ``model`` to its widths under ``bits`` (plus ``overrides``).
+def __getattr__(name: str) -> object:
+    # ``apply_bits`` lives with the protocol it writes through (qsnn.bitwidth); importing it from
+    # here still works without an import cycle.
+    if name == "apply_bits":
+        from .bitwidth import apply_bits
 
-    Quantized conv/linear layers take ``b_w``; neurons take ``b_s``. A module takes part when it
-    has a ``set_layer_bits(LayerBits)`` method, so foreign layers can opt in. With ``strict`` an
-    override pattern that matches no such module raises ``ValueError`` (a typo would otherwise
-    silently leave a layer at the default). Returns the policy applied.
-    """
-    policy = resolve_policy(bits, overrides)
-    names = []
-    for name, module in model.named_modules():
-        setter = getattr(module, "set_layer_bits", None)
-        if callable(setter):
-            setter(policy.for_layer(name))
-            names.append(name)
-    if strict:
-        unused = [p for p, hit in policy.matched(names).items() if not hit]
-        if unused:
-            raise ValueError(
-                f"override patterns {unused} match no quantized layer or neuron; "
-                f"layers are: {names[:12]}{' ...' if len(names) > 12 else ''}"
-            )
-    return policy
+        return apply_bits
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -15,8 +15,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .allocation import Bits, apply_bits
+from .allocation import Bits
 from .bitserial import bitserial_time_layer, integer_layer
+from .bitwidth import apply_bits
 from .neurons import SpikeNeuron
 from .quant import QuantLinear
 from .temporal import FoldTime, StaticEncoder, TimeMean

@@ -70,11 +70,7 @@ def spike_pattern_step(
     module adds the surrogate gradient. Spikes are ``s_t = k_t * theta``.
     """
     levels = (1 << bits_s) - 1
-    h = current if v is None else beta * v + current
-    k = torch.clamp(torch.floor(h / theta), 0, levels)
-    v_next = (
-        torch.where(k > 0, torch.full_like(h, v_reset), h) if reset == "hard" else h - k * theta
-    )
+    _, k, v_next = _kernels.membrane_step(current, v, theta, beta, v_reset, levels, reset == "hard")
     return k, v_next
 
 

@@ -178,9 +178,12 @@ class _QuantWeight:
 
     @bits_w.setter
     def bits_w(self, value: int) -> None:
-        self._bits_w = check_weight_bits(value, "bits_w")
-        if self.learn_scale and value < FLOAT_WEIGHT_BITS:
-            # A new level set needs a new step size: re-initialise it from the max-abs rule.
+        value = check_weight_bits(value, "bits_w")
+        unchanged = getattr(self, "_bits_w", None) == value and self.scale is not None
+        self._bits_w = value
+        if self.learn_scale and value < FLOAT_WEIGHT_BITS and not unchanged:
+            # A new level set needs a new step size: re-initialise it from the max-abs rule;
+            # the same width keeps the learned one (an allocation change of T or b_s only).
             init = weight_scale(self.weight.detach(), value, self.per_channel)
             if self.scale is None:
                 self.scale = nn.Parameter(init)

@@ -144,6 +144,10 @@ class StaticEncoder(nn.Module):
         """Steps the output spans (read by ``qsnn.profile`` for ``T_op``)."""
         return self.time_steps
 
+    def set_time_steps(self, steps: int) -> None:
+        """Take the allocation's ``T`` (called by ``qsnn.apply_bits``)."""
+        self.time_steps = check_time_steps(steps, "time_steps")
+
     def extra_repr(self) -> str:
         return f"time_steps={self.time_steps}"
 

@@ -20,6 +20,7 @@ import torch.nn as nn
 from torch import Tensor
 
 from ..allocation import FLOAT_WEIGHT_BITS, Bits
+from ..bitwidth import declared_weight_bits
 from ..metrics.tracker import OpRecord, run_tracked
 from .cost import GemmShape, LayerCost, layer_cost
 from .device import DEFAULT_ACCELERATOR, Accelerator
@@ -29,6 +30,11 @@ __all__ = ["HardwareReport", "estimate", "estimate_model", "gemms_from_model"]
 
 def _per_step_macs(record: OpRecord, batch: int) -> int:
     return round(record.macs_total / (batch * record.steps))
+
+
+def _weight_bits(module: nn.Module | None) -> int:
+    bits = declared_weight_bits(module)
+    return FLOAT_WEIGHT_BITS if bits is None else bits  # a foreign layer: float weights
 
 
 def _gemm(record: OpRecord, batch: int, steps: int, spike_bits: int, last: bool) -> GemmShape:
@@ -44,7 +50,7 @@ def _gemm(record: OpRecord, batch: int, steps: int, spike_bits: int, last: bool)
         k = math.prod(weight.shape[1:])
         n = macs // (groups * m * k)
         in_elems = math.prod(record.shapes[0][1:])  # [T*B, C, H, W] -> C * H * W
-        b_w = int(getattr(module, "weight_bits_eff", FLOAT_WEIGHT_BITS))
+        b_w = _weight_bits(module)
         return GemmShape(m=m, k=k, n=n, groups=groups, b_w=b_w, in_elems=in_elems, **common)
     if record.kind == "linear":
         weight = getattr(module, "weight", None)
@@ -53,7 +59,7 @@ def _gemm(record: OpRecord, batch: int, steps: int, spike_bits: int, last: bool)
         else:  # a functional matmul against a parameter
             k, m = int(record.shapes[1][-2]), int(record.shapes[1][-1])
         n = max(1, macs // (m * k))
-        b_w = int(getattr(module, "weight_bits_eff", FLOAT_WEIGHT_BITS))
+        b_w = _weight_bits(module)
         return GemmShape(m=m, k=k, n=n, b_w=b_w, in_elems=k * n, **common)
     # A product of two activations: the right operand [.., K, M] is stationary.
     left, right = record.shapes

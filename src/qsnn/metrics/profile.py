@@ -34,6 +34,7 @@ import torch.nn as nn
 from torch import Tensor
 
 from ..allocation import FLOAT_WEIGHT_BITS, Bits
+from ..bitwidth import declared_weight_bits
 from .energy import DEFAULT_ENERGY, EnergyModel
 from .tracker import OpRecord, run_tracked
 
@@ -195,9 +196,9 @@ def _param_bits(model: nn.Module, default_w: int) -> dict[int, int]:
     norm, ...) count at the model's ``b_w``, as they fold into the integer program's scales."""
     out = {}
     for module in model.modules():
-        bits = getattr(module, "weight_bits_eff", None)
+        bits = declared_weight_bits(module)
         for p in module.parameters(recurse=False):
-            out[id(p)] = bits if isinstance(bits, int) else default_w
+            out[id(p)] = default_w if bits is None else bits
     return out
 
 
@@ -307,8 +308,8 @@ def _row(
     if r.kind == "matmul":
         b_w, b_in, t_op = r.b_in_b or FLOAT_WEIGHT_BITS, r.b_in, r.steps
     else:
-        weight_bits = getattr(r.weight_module, "weight_bits_eff", None)
-        b_w = weight_bits if isinstance(weight_bits, int) else FLOAT_WEIGHT_BITS
+        weight_bits = declared_weight_bits(r.weight_module)  # foreign layers: float weights
+        b_w = FLOAT_WEIGHT_BITS if weight_bits is None else weight_bits
         b_in, t_op = r.b_in, r.steps
     counted = True
     if counting == "paper":

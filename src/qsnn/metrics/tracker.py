@@ -33,6 +33,8 @@ from torch.utils._pytree import tree_flatten
 from torch.utils.flop_counter import flop_registry
 from torch.utils.weak import WeakTensorKeyDictionary
 
+from ..bitwidth import declared_level_step, declared_output_levels, declared_time_steps
+
 __all__ = ["OpRecord", "OpTracker", "TensorInfo", "infer_levels", "level_bits"]
 
 aten = torch.ops.aten
@@ -243,13 +245,12 @@ class OpTracker(TorchDispatchMode):
         if not isinstance(output, Tensor):
             return
         info = self.get(output)
-        bits = getattr(module, "output_bits", None)
-        if isinstance(bits, int):
-            theta = getattr(module, "theta", None)
-            scale = float(theta) if theta is not None else None
+        bits = declared_output_levels(module)
+        if bits is not None:
+            scale = declared_level_step(module)
             info = replace(info, max_level=2**bits - 1, scale=scale, param=False, raw=False)
-        steps = getattr(module, "output_time_steps", None)
-        if isinstance(steps, int):
+        steps = declared_time_steps(module)
+        if steps is not None:
             info = replace(info, steps=steps)
         self.info[output] = info
 

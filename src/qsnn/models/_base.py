@@ -6,10 +6,10 @@ from collections.abc import Mapping
 
 import torch.nn as nn
 
-from ..allocation import Bits, BitsPolicy, apply_bits, resolve_policy
+from ..allocation import Bits, BitsPolicy, resolve_policy
+from ..bitwidth import apply_bits
 from ..level_scale import LevelScale
 from ..neurons import SpikeLevels
-from ..temporal import StaticEncoder
 from .layers import to_2tuple
 
 __all__ = ["SpikingModel"]
@@ -84,9 +84,6 @@ class SpikingModel(nn.Module):
         policy = resolve_policy(bits, overrides)
         _check_shared_grids(self, policy)  # before any layer changes
         policy = apply_bits(self, policy)
-        for module in self.modules():
-            if isinstance(module, StaticEncoder):
-                module.time_steps = policy.t
         self.policy = policy
         self.bits = policy.default
         return policy

@@ -3,7 +3,13 @@
 A run directory holds ``config.json`` (written first), ``checkpoint.pt`` (the latest state,
 for ``--resume``), ``best.pt`` (the weights of the best validation epoch), ``metrics.jsonl``
 (one line per epoch) and ``result.json`` (accuracies, timings, the final profile).
+
+The package is callable: ``qsnn.train(config, out_dir)`` is ``qsnn.train.train(config,
+out_dir)`` (the package and its main function share the name, as a user expects both).
 """
+
+import sys
+import types
 
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .config import TrainConfig
@@ -32,3 +38,13 @@ __all__ = [
     "save_checkpoint",
     "train",
 ]
+
+
+class _CallablePackage(types.ModuleType):
+    """``qsnn.train`` the package, callable as ``train``."""
+
+    def __call__(self, *args, **kwargs):
+        return train(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallablePackage
