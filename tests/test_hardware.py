@@ -255,3 +255,21 @@ def test_cli_hw_errors(capsys):
     assert "error" in capsys.readouterr().err
     assert main(["hw", "--model", "small_convnet", "--bits", "4/2/2", "--array", "4-4"]) == 2
     assert "--array" in capsys.readouterr().err
+
+
+def test_profile_and_hw_share_the_model_shape_flags(tmp_path, capsys):
+    """``--input-size`` and ``--num-classes`` shape the model the same way in ``qsnn profile``
+    and ``qsnn hw``: small_convnet at 16x16 ends in 128 channels at 2x2 (three 2x pools), so
+    the head is 512 -> 5."""
+    from qsnn import cli
+
+    flags = ["--model", "small_convnet", "--bits", "4/2/2", "--input-size", "3x16x16",
+             "--num-classes", "5"]
+    assert cli.main(["profile", *flags, "--json", str(tmp_path / "p.json")]) == 0
+    assert "input (2, 3, 16, 16)" in capsys.readouterr().out
+    head = [r for r in json.loads((tmp_path / "p.json").read_text())["layers"]
+            if r["name"] == "head"]
+    assert len(head) == 1 and head[0]["macs"] == 512 * 5
+    assert cli.main(["hw", *flags, "--json", str(tmp_path / "h.json")]) == 0
+    gemm = json.loads((tmp_path / "h.json").read_text())["layers"][-1]["gemm"]
+    assert (gemm["name"], gemm["m"], gemm["k"]) == ("head", 5, 512)

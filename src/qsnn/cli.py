@@ -80,22 +80,31 @@ def _parse_size(text: str | None) -> tuple[int, ...] | None:
     return parts
 
 
+def _model_shape(args: argparse.Namespace) -> dict[str, object]:
+    """``--input-size`` and ``--num-classes`` as model constructor arguments."""
+    size = _parse_size(args.input_size)
+    return {
+        "num_classes": args.num_classes,
+        "img_size": size[-2:] if size and len(size) >= 2 else (size[0] if size else None),
+        "in_channels": size[0] if size and len(size) == 3 else None,
+    }
+
+
+def _add_model_args(p: argparse.ArgumentParser, bits_help: str) -> None:
+    """The flags that choose and shape a zoo model (``profile``, ``hw``)."""
+    p.add_argument("--model", required=True, help="registered model name (see `qsnn models`)")
+    p.add_argument("--bits", required=True, help=bits_help)
+    p.add_argument("--input-size", help="CxHxW or HxW or H (default: the model's own)")
+    p.add_argument("--num-classes", type=int, help="classifier width (default: the model's)")
+
+
 def _cmd_profile(args: argparse.Namespace) -> int:
     import torch
 
     from .metrics import profile
     from .models import create_model
 
-    size = _parse_size(args.input_size)
-    img_size = size[-2:] if size and len(size) >= 2 else (size[0] if size else None)
-    in_channels = size[0] if size and len(size) == 3 else None
-    model = create_model(
-        args.model,
-        bits=args.bits,
-        num_classes=args.num_classes,
-        img_size=img_size,
-        in_channels=in_channels,
-    )
+    model = create_model(args.model, bits=args.bits, **_model_shape(args))
     channels, height, width = model.input_size
     gen = torch.Generator().manual_seed(args.seed)
     if args.time_major:
@@ -191,6 +200,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
+    from .data import raw_input_bits
     from .metrics import profile
     from .train import evaluate, load_run
 
@@ -210,7 +220,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         example,
         data=data.test.batches(256),
         max_batches=args.batches,
-        input_bits=8 if data.test.kind == "static" else None,
+        input_bits=raw_input_bits(data.test.kind),
     )
     print(result.table())
     return 0
@@ -264,20 +274,9 @@ def _cmd_hw(args: argparse.Namespace) -> int:
         accel = accel.with_array(args.array)
     changes = {"clock_hz": args.clock, "dma_bytes_per_cycle": args.dma}
     accel = accel.replace(**{k: v for k, v in changes.items() if v is not None})
-    size = _parse_size(args.input_size)
-    img_size = size[-2:] if size and len(size) >= 2 else (size[0] if size else None)
-    in_channels = size[0] if size and len(size) == 3 else None
-    reports = [
-        estimate_model(
-            args.model,
-            b.strip(),
-            accel=accel,
-            num_classes=args.num_classes,
-            img_size=img_size,
-            in_channels=in_channels,
-        )
-        for b in args.bits.split(",")
-    ]
+    shape = _model_shape(args)
+    reports = [estimate_model(args.model, b.strip(), accel=accel, **shape)
+               for b in args.bits.split(",")]
     if args.json == "-":
         print(
             json.dumps(
@@ -390,10 +389,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_allocations)
 
     p = sub.add_parser("profile", help="count MACs, params, S-ACE, SOPs, NS-ACE of a model")
-    p.add_argument("--model", required=True, help="registered model name (see `qsnn models`)")
-    p.add_argument("--bits", required=True, help="allocation b_w/b_s/T, e.g. 4/2/2")
-    p.add_argument("--input-size", help="CxHxW or HxW or H (default: the model's own)")
-    p.add_argument("--num-classes", type=int, help="classifier width (default: the model's)")
+    _add_model_args(p, "allocation b_w/b_s/T, e.g. 4/2/2")
     p.add_argument("--batch", type=int, default=2, help="example batch size (default 2)")
     p.add_argument("--counting", choices=("exact", "paper"), default="exact")
     p.add_argument("--input-bits", type=int, default=8, help="raw input width (default 8)")
@@ -450,13 +446,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser("hw", help="cycles, latency, fps and energy on the bit-serial accelerator")
-    p.add_argument("--model", required=True, help="registered model name (see `qsnn models`)")
-    p.add_argument("--bits", required=True, help="allocation b_w/b_s/T, or a comma list")
+    _add_model_args(p, "allocation b_w/b_s/T, or a comma list")
     p.add_argument("--array", help="PE array ROWSxCOLS (default 32x16)")
     p.add_argument("--clock", type=float, help="clock in Hz (default 200e6)")
     p.add_argument("--dma", type=float, help="DMA bytes per cycle (default 16)")
-    p.add_argument("--input-size", help="CxHxW or HxW or H (default: the model's own)")
-    p.add_argument("--num-classes", type=int, help="classifier width (default: the model's)")
     p.add_argument(
         "--json",
         nargs="?",
