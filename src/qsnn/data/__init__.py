@@ -24,7 +24,14 @@ from . import imagenet as _imagenet  # noqa: F401  (registers "imagenet")
 from . import neuromorphic as _neuromorphic  # noqa: F401  (registers the event datasets)
 from . import static as _static  # noqa: F401  (registers "digits", "cifar10", "cifar100")
 from .augment import Augment, random_crop, random_flip
-from .base import BatchIterator, TensorData, normalize, per_class_split, split_holdout
+from .base import (
+    BatchIterator,
+    TensorData,
+    normalize,
+    per_class_split,
+    raw_input_bits,
+    split_holdout,
+)
 from .errors import CorruptDataError, DataError, MissingDataError
 from .events import Events
 from .frames import events_to_frames
@@ -61,6 +68,7 @@ __all__ = [
     "per_class_split",
     "random_crop",
     "random_flip",
+    "raw_input_bits",
     "register_dataset",
     "split_holdout",
 ]

@@ -37,10 +37,32 @@ from torch.utils.data import Dataset
 from .augment import Augment
 from .errors import DataError
 
-__all__ = ["BatchIterator", "TensorData", "normalize", "per_class_split", "split_holdout"]
+__all__ = [
+    "BatchIterator",
+    "TensorData",
+    "normalize",
+    "per_class_split",
+    "raw_input_bits",
+    "split_holdout",
+]
 
 Kind = Literal["static", "events"]
 Sample = tuple[Tensor, Tensor]
+
+
+def raw_input_bits(kind: str) -> int | None:
+    """Bits per value of a data kind's raw input, as ``profile`` and ``estimate`` take them.
+
+    Static images are 8-bit pixels (uint8 ``0..255``, normalized on the way in): ``8``.
+    Event frames are per-polarity counts with no fixed width: ``None``, meaning the width is
+    inferred from the values seen. This is the one place the rule is written; the model zoo's
+    metadata (:func:`qsnn.models.model_info`) and every caller that profiles data use it.
+    """
+    if kind == "static":
+        return 8
+    if kind == "events":
+        return None
+    raise DataError(f"data kind must be 'static' or 'events'; got {kind!r}")
 
 
 def sample_index(index: object, n: int) -> int:

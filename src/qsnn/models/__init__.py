@@ -14,7 +14,14 @@ and change the allocation.
 
 from ._base import SpikingModel
 from ._factory import create_model
-from ._registry import is_model, list_models, model_entrypoint, register_model
+from ._registry import (
+    ModelInfo,
+    is_model,
+    list_models,
+    model_entrypoint,
+    model_info,
+    register_model,
+)
 from .layers import (
     ConvBN,
     ConvBNNeuron,
@@ -55,6 +62,7 @@ __all__ = [
     "LayerFactory",
     "LevelQuantizer",
     "LinearBNNeuron",
+    "ModelInfo",
     "ResNet19",
     "RestrictedAdd",
     "SEWAdd",
@@ -67,6 +75,7 @@ __all__ = [
     "is_model",
     "list_models",
     "model_entrypoint",
+    "model_info",
     "register_model",
     "resnet19",
     "sew_resnet18",

@@ -81,7 +81,7 @@ def dry_run(base: TrainConfig, plan: Sequence[Bits], *, batch: int = 2) -> list[
     """
     import torch
 
-    from ..data import dataset_spec, get_dataset
+    from ..data import dataset_spec, get_dataset, raw_input_bits
     from ..metrics import profile
     from ..models import create_model
 
@@ -106,7 +106,7 @@ def dry_run(base: TrainConfig, plan: Sequence[Bits], *, batch: int = 2) -> list[
             x = torch.randint(0, 2, (bits.t, batch, *shape)).float()
         else:
             x = torch.rand(batch, *shape)
-        p = profile(model, x, input_bits=8 if spec.kind == "static" else None)
+        p = profile(model, x, input_bits=raw_input_bits(data.kind))
         rows.append(
             {
                 "bits": str(bits),

@@ -37,7 +37,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..data import DataSplits, TensorData, load_splits
+from ..data import DataSplits, TensorData, load_splits, raw_input_bits
 from ..data.base import derive_seed
 from ..io import write_json_atomic, write_text_atomic
 from .checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
@@ -674,7 +674,7 @@ def _finish(model, data, config, env, state, out, wall) -> dict[str, Any]:
     if config.profile_batches and env.main:
         example, _ = next(iter(data.test.batches(2, device=env.device)))
         batches = data.test.batches(256, device=env.device)
-        kind_bits = 8 if data.test.kind == "static" else None
+        kind_bits = raw_input_bits(data.test.kind)
         prof = profile(
             model, example, data=batches, max_batches=config.profile_batches, input_bits=kind_bits
         )
