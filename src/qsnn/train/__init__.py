@@ -2,7 +2,14 @@
 
 A run directory holds ``config.json`` (written first), ``checkpoint.pt`` (the latest state,
 for ``--resume``), ``best.pt`` (the weights of the best validation epoch), ``metrics.jsonl``
-(one line per epoch) and ``result.json`` (accuracies, timings, the final profile).
+(one line per epoch) and ``result.json`` (accuracies, timings, the final profile). Both
+checkpoints hold the model's construction arguments (``model_args``), so ``load_run`` rebuilds
+the model without the dataset. ``fit`` and ``train`` leave the process's settings (threads,
+deterministic mode, RNG states) as they found them.
+
+Modules: ``engine`` (``fit``, ``train``, ``build_model``, ``load_data``), ``environment``,
+``state`` (:class:`RunState`), ``optim``, ``loop``, ``evaluation``, ``run``, ``results``,
+``checkpoint``, ``config``, ``precise_bn``.
 
 The package is callable: ``qsnn.train(config, out_dir)`` is ``qsnn.train.train(config,
 out_dir)`` (the package and its main function share the name, as a user expects both).
@@ -23,10 +30,12 @@ from .engine import (
     train,
 )
 from .run import load_run
+from .state import RunState
 
 __all__ = [
     "CheckpointError",
     "NonFiniteLossError",
+    "RunState",
     "TrainConfig",
     "TrainingInterrupted",
     "build_model",

@@ -1,0 +1,216 @@
+"""One training epoch: the steps, Ctrl-C held until a step is complete, mid-epoch resume, and
+the precise batch-norm statistics computed after it."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..data import TensorData
+from ..data.base import derive_seed
+from .config import TrainConfig
+from .environment import TrainEnv
+from .evaluation import channels_last
+from .optim import Optim, mix
+from .precise_bn import recompute_bn_stats
+from .run import CHECKPOINT, save_state
+from .state import EpochProgress, RunState
+
+__all__ = [
+    "DeferInterrupt",
+    "NonFiniteLossError",
+    "TrainingInterrupted",
+    "precise_bn",
+    "progress",
+    "train_epoch",
+]
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+class TrainingInterrupted(RuntimeError):
+    """Ctrl-C: the state was saved and the run can be resumed."""
+
+
+class DeferInterrupt:
+    """Hold Ctrl-C until the training step in progress is complete (a step interrupted half
+    way has updated batch-norm statistics, or some of the weights, but not the step count).
+    A second Ctrl-C stops at once, without saving."""
+
+    def __init__(self) -> None:
+        """Not yet installed (see ``__enter__``)."""
+        self.requested = False
+        self.forced = False
+        self._previous: Any = None
+
+    def __enter__(self) -> DeferInterrupt:
+        """Install the handler (main thread only: signals go there)."""
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.requested:
+            self.forced = True
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc: object) -> None:
+        """Put the previous handler back."""
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+def progress(iterable: Iterable, total: int, enabled: bool, desc: str) -> Iterable:
+    """``iterable`` with a tqdm bar when ``enabled`` and tqdm is installed."""
+    if enabled:
+        try:
+            from tqdm.auto import tqdm
+
+            return tqdm(iterable, total=total, desc=desc, leave=False, dynamic_ncols=True)
+        except ImportError:
+            pass
+    return iterable
+
+
+def train_epoch(
+    net: nn.Module,
+    model: nn.Module,
+    train_data: TensorData,
+    config: TrainConfig,
+    env: TrainEnv,
+    optim: Optim,
+    epoch: int,
+    state: RunState,
+    out: Path | None,
+    model_args: dict[str, Any],
+) -> dict[str, float]:
+    """One epoch of training steps; ``state.step``/``state.partial`` make it resumable
+    mid-epoch (``net`` is ``model`` wrapped by DDP/compile when asked). Ctrl-C saves the state
+    (with ``model_args``) into ``out`` and raises :class:`TrainingInterrupted`."""
+    net.train()
+    batches = train_data.batches(
+        config.batch_size,
+        shuffle=True,
+        seed=config.seed,
+        epoch=epoch,
+        drop_last=True,
+        augment=config.augment,
+        device=env.device,
+        rank=env.rank,
+        world_size=env.world,
+    )
+    skip = state.step
+    partial = state.partial or EpochProgress()
+    sums = torch.tensor([partial.loss, partial.correct, partial.count], dtype=torch.float64)
+    elapsed = partial.time
+    bar = progress(
+        batches,
+        len(batches),
+        config.progress and env.main and sys.stderr.isatty(),
+        f"epoch {epoch + 1}/{config.epochs}",
+    )
+    step = 0
+    interrupt = DeferInterrupt()
+    try:
+        interrupt.__enter__()
+        tick = time.perf_counter()
+        for step, (x, y) in enumerate(bar):
+            if step < skip:  # resuming inside an epoch: these batches were trained on
+                continue
+            if config.channels_last:
+                x = channels_last(x)
+            mix_seed = derive_seed(config.seed, epoch, step, env.rank, "mix")
+            x, target = mix(x, y, train_data.num_classes, config, mix_seed)
+            with torch.autocast(
+                env.device.type,
+                dtype=env.amp_dtype or torch.float32,
+                enabled=env.amp_dtype is not None,
+            ):
+                logits = net(x)
+                loss = F.cross_entropy(logits.float(), target)
+            if not torch.isfinite(loss):
+                raise NonFiniteLossError(
+                    f"loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; the last "
+                    "good checkpoint is kept (try a lower --lr or --precision fp32)"
+                )
+            optim.step(loss)
+            n = y.numel()
+            sums += torch.tensor(
+                [float(loss.detach()) * n, float((logits.argmax(1) == y).sum()), n],
+                dtype=torch.float64,
+            )
+            state.step = step + 1
+            if interrupt.requested:  # Ctrl-C during this step: stop at its end
+                raise KeyboardInterrupt
+            if hasattr(bar, "set_postfix") and step % 10 == 0:
+                now = time.perf_counter()
+                bar.set_postfix(
+                    loss=f"{sums[0] / sums[2]:.3f}",
+                    acc=f"{sums[1] / sums[2]:.3f}",
+                    img_s=f"{sums[2] / max(1e-9, elapsed + now - tick):.0f}",
+                )
+        if interrupt.requested:  # Ctrl-C after the last step: still honoured
+            raise KeyboardInterrupt
+        elapsed += time.perf_counter() - tick
+    except KeyboardInterrupt:
+        if interrupt.forced:  # second Ctrl-C mid-step: keep the last consistent checkpoint
+            raise
+        elapsed += time.perf_counter() - tick
+        state.partial = EpochProgress(float(sums[0]), float(sums[1]), float(sums[2]), elapsed)
+        if out is not None and env.main:
+            save_state(out, model, optim.state_dict(), state, config, model_args)
+        raise TrainingInterrupted(
+            f"interrupted at epoch {epoch + 1}, step {state.step}; state saved to "
+            f"{out / CHECKPOINT if out else '(no --out)'}; continue with --resume"
+        ) from None
+    finally:
+        interrupt.__exit__()
+        if hasattr(bar, "close"):
+            bar.close()
+    if env.world > 1:
+        dist.all_reduce(sums)
+    count = max(1.0, float(sums[2]))
+    state.train_time += elapsed
+    return {
+        "train_loss": float(sums[0]) / count,
+        "train_acc": float(sums[1]) / count,
+        "lr": optim.optimizer.param_groups[0]["lr"],
+        "epoch_time_s": elapsed,
+        "images_per_s": float(sums[2]) / max(1e-9, elapsed),
+    }
+
+
+def precise_bn(
+    model: nn.Module, train_data: TensorData, config: TrainConfig, env: TrainEnv, epoch: int
+) -> None:
+    """Batch-norm statistics of the weights just trained, before they are evaluated or saved
+    (``qsnn.train.precise_bn``); nothing when ``config.precise_bn`` is 0."""
+    if not config.precise_bn:
+        return
+    recompute_bn_stats(
+        model,
+        train_data,
+        samples=config.precise_bn,
+        batch_size=config.batch_size,
+        seed=derive_seed(config.seed, epoch, "precise-bn"),
+        device=env.device,
+        amp_dtype=env.amp_dtype,
+        augment=config.augment,
+        prepare=channels_last if config.channels_last else None,
+        rank=env.rank,
+        world_size=env.world,
+    )
