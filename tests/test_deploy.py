@@ -23,7 +23,7 @@ from qsnn.cli import main
 from qsnn.data import TensorData
 from qsnn.deploy import convert, load_program, verify, verify_run
 from qsnn.deploy.fixedpoint import neuron_fixed_point, output_fixed_point
-from qsnn.deploy.program import OutputLayer, SpikingLayer
+from qsnn.deploy.program import OutputLayer, ResidualSpikingLayer, SpikingLayer
 from qsnn.models import ConvBN, ConvBNNeuron, LevelQuantizer, LinearBNNeuron, create_model
 
 MEAN, STD = (0.45, 0.5, 0.4), (0.25, 0.2, 0.3)
@@ -253,6 +253,24 @@ def test_negative_batch_norm_scale_flips_the_comparison():
     assert report.spike_exact == 1.0
 
 
+def test_residual_fixed_point_hand_values():
+    """Two terms in one membrane (a ResNet-19 neuron). Channel 0: a = 0.5, a' = 0.25: the
+    reference is a, F = 23, Theta = 2**24, multipliers 2**23 and round(2**23 * 0.25 / 0.5) =
+    2**22. Channel 1: a = 0.25, a' = -1: the reference is the shortcut (larger |a|), direction
+    -1, F = 24, Theta = 2**24, multipliers round(2**24 * 0.25 / -1) = -2**22 and 2**24. For
+    acc = 4, acc' = -2: u = 0.5*4 + 0.25*(-2) = 1.5 -> k = 1 and u = 0.25*4 + 2 = 3 -> k = 3."""
+    fx = neuron_fixed_point(np.array([0.5, 0.25]), np.zeros(2), levels=3, steps=1, shift=1,
+                            hard=True, u_reset=0.0, max_acc=100.0,
+                            extra=((np.array([0.25, -1.0]), 10.0),))
+    assert fx.direction.tolist() == [1, -1]
+    assert fx.frac_bits.tolist() == [23, 24]
+    assert fx.threshold.tolist() == [2**24, 2**24]
+    assert fx.multipliers.tolist() == [[2**23, -(2**22)], [2**22, 2**24]]
+    v = 4 * fx.multipliers[0] + (-2) * fx.multipliers[1] + fx.bias
+    k = np.clip(np.floor_divide(fx.direction * v, fx.threshold), 0, 3)
+    assert k.tolist() == [1, 3]
+
+
 def test_zero_batch_norm_scale_is_a_constant_spike_train():
     model = nn.Sequential(
         StaticEncoder(4, ConvBN(QuantConv2d(3, 4, 3, padding=1, bits_w=4), nn.BatchNorm2d(4))),
@@ -313,9 +331,20 @@ def test_run_rejects_bad_input():
 
 
 def test_unsupported_model_names_the_module():
-    model = create_model("sew_resnet18_cifar", bits="4/2/2")
+    """A foreign model that declares no stages: the first module convert cannot read is named
+    (here a SEW block outside a SEW-ResNet, whose stages would say how it is wired)."""
+
+    class Foreign(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.layer1 = create_model("sew_resnet18_cifar", bits="4/2/2",
+                                       widths=(8, 8, 16, 16)).layer1
+
+        def forward(self, x):
+            return self.layer1(x)
+
     with pytest.raises(ValueError, match=r"'layer1\.0' \(SEWBasicBlock\)"):
-        convert(model)
+        convert(Foreign(), input_size=(8, 8, 8))
 
 
 @pytest.mark.parametrize(
@@ -348,6 +377,205 @@ def test_float_weights_are_rejected():
     model[0].stem.conv = QuantConv2d(1, 4, 3, padding=1, bits_w=32)
     with pytest.raises(ValueError, match="b_w=32"):
         convert(model, input_size=(1, 4, 4))
+
+
+# --------------------------------------------------------------------------------------------
+# The zoo's CNNs from their declared stages: small_convnet, ResNet-19, SEW-ResNet
+# --------------------------------------------------------------------------------------------
+
+#: Narrow variants (16x16 inputs, 5 classes) of every registered CNN family.
+TINY = {
+    "small_convnet": {"widths": (8, 16, 16, 16, 16)},
+    "resnet19": {"stem_width": 8, "widths": (16, 16, 16, 16)},
+    "sew_resnet18_cifar": {"widths": (8, 8, 16, 16)},
+    "sew_resnet34_cifar": {"widths": (8, 8, 16, 16)},
+    "sew_resnet50_cifar": {"widths": (4, 4, 8, 8)},
+    "sew_resnet18": {"widths": (8, 8, 16, 16)},
+    "sew_resnet34": {"widths": (8, 8, 16, 16)},
+    "sew_resnet50": {"widths": (4, 4, 8, 8)},
+}
+
+
+def _tiny(name: str, bits: str, **kw) -> nn.Module:
+    return create_model(name, bits=bits, num_classes=5, img_size=16, **TINY[name], **kw)
+
+
+def _stage_modules(stages) -> set[int]:
+    """ids of every module a declaration names, nested stages included."""
+    from dataclasses import fields
+
+    found: set[int] = set()
+    for stage in stages:
+        for f in fields(stage):
+            value = getattr(stage, f.name)
+            if isinstance(value, nn.Module):
+                found |= {id(m) for m in value.modules()}
+            elif isinstance(value, tuple):
+                found |= _stage_modules(value)
+    return found
+
+
+def test_every_registered_cnn_declares_stages_or_is_refused():
+    """Every registered model either declares stages or, Spikformer, refuses with why."""
+    from qsnn.models import list_models
+
+    cnn = {n for n in list_models() if not n.startswith("spikformer")}
+    assert cnn == set(TINY)
+    assert list_models("spikformer*")  # refused below, not forgotten
+
+
+@pytest.mark.parametrize("name", sorted(TINY))
+def test_declared_stages_compute_the_forward_pass(name):
+    """The stages-driven float reference equals model.forward on random input (the same ops:
+    bit-identical), and the declaration names every weight layer of the model."""
+    from qsnn.models.stages import run_stages
+
+    model = _randomise_bn(_tiny(name, "2/2/2"), seed=11, negative=False)
+    x = torch.randn(3, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        want = model(x)
+        got = run_stages(model.stages(), x)
+    assert want.abs().max() > 0
+    assert torch.equal(got, want)
+    named = _stage_modules(model.stages())
+    weights = [n for n, m in model.named_modules() if isinstance(m, (QuantConv2d, QuantLinear,
+                                                                    nn.BatchNorm2d))]
+    assert weights and all(id(model.get_submodule(n)) in named for n in weights)
+
+
+def test_a_forward_that_drifts_from_its_stages_is_caught():
+    """A SEW-ResNet whose forward skips a shape-preserving block (the declaration still lists
+    it), and a small_convnet whose declaration drops a pool: both refused before conversion."""
+    from qsnn.models import SEWResNet, SmallConvNet
+    from qsnn.models.sew_resnet import SEWBasicBlock
+    from qsnn.models.stages import check_stages
+
+    class Skipping(SEWResNet):
+        def forward_features(self, x):
+            x = self.layer1[0](self.stem(x))  # layer1[1] left out
+            x = self.layer4(self.layer3(self.layer2(x)))
+            return self.pool(x).flatten(2)
+
+    model = _randomise_bn(Skipping(SEWBasicBlock, (2, 2, 2, 2), bits="2/2/2", num_classes=5,
+                                   img_size=16, stem="cifar", widths=(8, 8, 16, 16)),
+                          seed=12, negative=False)
+    with pytest.raises(ValueError, match=r"Skipping\.stages\(\) does not describe its forward"):
+        check_stages(model)
+    with pytest.raises(ValueError, match="drifted"):
+        convert(model, mean=MEAN, std=STD)
+
+    class NoPool(SmallConvNet):
+        def stages(self):
+            return tuple(s for s in super().stages() if type(s).__name__ != "Pool")
+
+    small = _randomise_bn(NoPool(bits="2/2/2", num_classes=5, img_size=16,
+                                 widths=(8, 16, 16, 16, 16)), negative=False)
+    with pytest.raises(ValueError, match="drifted"):
+        convert(small, mean=MEAN, std=STD)
+
+
+def _train_steps(model: nn.Module, data: TensorData, steps: int = 3) -> nn.Module:
+    """A few Adam steps on ``data`` (the first sets the data-rule thresholds, then weights and
+    thresholds train), then precise batch-norm statistics on the same batch (after so few
+    steps the running averages are still mostly their defaults, and deep layers go silent)."""
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    x, y = data.to_float(data.inputs), data.labels
+    model.train()
+    for _ in range(steps):
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+    for m in model.modules():
+        if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average: exactly this batch's statistics
+    with torch.no_grad():
+        model(x)
+    return model.eval()
+
+
+@pytest.mark.parametrize("bits", ["4/2/2", "1/4/1"])
+@pytest.mark.parametrize("name", ["small_convnet", "resnet19", "sew_resnet18_cifar"])
+@pytest.mark.parametrize("learned", [False, True], ids=["bn-random", "learned-theta"])
+def test_cnn_zoo_integer_program_agrees(name, bits, learned):
+    """Converted from the declared stages, run bit-serially: every spike level (neurons and
+    restricted ADDs) and every prediction agrees with the float32 model on 16 images, logits
+    within tolerance; every spiking layer fires. Learned: data-set thresholds trained a few
+    steps (powers of two at 1/4/1), not 1, folded into each layer."""
+    data = _data(16, size=16, seed=13)
+    torch.manual_seed(2)  # the weights (the firing check depends on them)
+    if learned:
+        neuron = {"kernel": "eager", "level_scale": "data", "learn_theta": True,
+                  "pow2_theta": bits == "1/4/1"}
+        model = _train_steps(_tiny(name, bits, neuron=neuron), data)
+        thetas = {n: m.theta for n, m in model.named_modules() if isinstance(m, SpikeNeuron)}
+        assert all(t != 1.0 for t in thetas.values()), thetas
+    else:
+        model = _randomise_bn(_tiny(name, bits), seed=2, negative=False)
+    program = convert(model, mean=MEAN, std=STD)
+    report = _check_exact(model, program, data)
+    assert report.spike_exact == 1.0
+    out = program.run(data.inputs, trace=True)
+    spiking = [layer for layer in program.layers if isinstance(layer, SpikingLayer)]
+    neurons = {n for n, m in model.named_modules() if isinstance(m, SpikeNeuron)}
+    assert {layer.name for layer in spiking} == neurons  # one integer layer per neuron
+    rates = {layer.name: float((out.levels[layer.name] > 0).double().mean()) for layer in spiking}
+    assert all(r > 0 for r in rates.values()), rates
+    if learned:
+        assert [layer.theta for layer in spiking] == pytest.approx(
+            [thetas[layer.name] for layer in spiking], rel=1e-6)
+    kinds = [layer.kind for layer in program.layers]
+    if name == "resnet19":  # 8 blocks; the first of each stage has a conv shortcut
+        shortcuts = [layer.shortcut_op for layer in program.layers
+                     if isinstance(layer, ResidualSpikingLayer)]
+        assert shortcuts.count("conv") == 3 and shortcuts.count("identity") == 5
+    if name == "sew_resnet18_cifar":  # 8 restricted ADDs, 3 with a downsample branch
+        assert kinds.count("add") == 8 and kinds.count("load") == 3
+
+
+def test_sew_imagenet_stem_agrees():
+    """The ImageNet stem (7x7/2 conv, 3x3/2 max-pool with padding) converts the same way."""
+    model = _randomise_bn(_tiny("sew_resnet18", "4/2/2"), seed=15)
+    program = convert(model, mean=MEAN, std=STD)
+    assert program.layers[1].kind == "maxpool" and program.layers[1].padding == (1, 1)
+    _check_exact(model, program, _data(16, size=16, seed=15))
+
+
+def test_residual_program_file_roundtrip(tmp_path):
+    """Residual programs are written as version 2 and load back to the same logits and levels;
+    a program of version-1 layers is still written as version 1; other versions are refused.
+    Negative batch-norm scales here: residual neurons whose comparison flips agree too."""
+    torch.manual_seed(16)
+    model = _randomise_bn(_tiny("resnet19", "4/2/2"), seed=16)
+    program = convert(model, mean=MEAN, std=STD)
+    assert any((layer.direction < 0).any() for layer in program.layers
+               if isinstance(layer, ResidualSpikingLayer))
+    _check_exact(model, program, _data(16, size=16, seed=16))
+    path = program.save(tmp_path / "res")
+    assert json.loads((tmp_path / "res" / "manifest.json").read_text())["version"] == 2
+    x = _data(8, size=16, seed=16).inputs
+    a, b = program.run(x, trace=True), load_program(path).run(x, trace=True)
+    assert torch.equal(a.logits, b.logits)
+    assert all(torch.equal(v, b.levels[k]) for k, v in a.levels.items())
+    plain = convert(_randomise_bn(_tiny("small_convnet", "4/2/2")), mean=MEAN, std=STD)
+    plain.save(tmp_path / "plain")
+    assert json.loads((tmp_path / "plain" / "manifest.json").read_text())["version"] == 1
+    stored = dict(np.load(path, allow_pickle=False))
+    manifest = json.loads(bytes(stored["manifest"]).decode())
+    manifest["version"] = 3
+    stored["manifest"] = np.frombuffer(json.dumps(manifest).encode(), dtype=np.uint8)
+    np.savez(tmp_path / "v3.npz", **stored)
+    with pytest.raises(ValueError, match="expected version 1 or 2; got 3"):
+        load_program(tmp_path / "v3.npz")
+
+
+def test_spikformer_is_refused_naming_attention():
+    from qsnn.models import Spikformer
+
+    model = Spikformer(depth=1, dim=16, num_heads=2, bits="4/2/2", num_classes=5, img_size=16,
+                       num_pools=2)
+    with pytest.raises(ValueError, match=r"Spikformer cannot be converted.*self-attention"):
+        convert(model, mean=MEAN, std=STD)
 
 
 # --------------------------------------------------------------------------------------------

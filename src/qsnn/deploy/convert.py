@@ -1,11 +1,22 @@
 """Convert a trained qsnn model into an ``IntegerProgram``.
 
-Supported: ``SmallConvNet`` and ``nn.Sequential`` models built from ``SpikingStem`` /
+Supported: every model that declares its forward pass as stages (``model.stages()``,
+``qsnn.models.stages``: small_convnet, ResNet-19, SEW-ResNet-18/34/50 with either stem), read
+stage by stage after ``check_stages`` has confirmed that the declaration computes what
+``model.forward`` computes; and ``nn.Sequential`` models built from ``SpikingStem`` /
 ``StaticEncoder`` (a static image, stem computed once), ``QuantConv2d`` / ``QuantLinear``
 (``b_w <= 8``), ``BatchNorm1d/2d`` (eval statistics), ``SpikeNeuron`` (``tau = 2**m``),
 ``ConvBN``, ``ConvBNNeuron``, ``LinearBNNeuron``, ``MaxPool2d``, ``AvgPool2d`` /
 ``AdaptiveAvgPool2d`` (window sums), ``Flatten``, ``FoldTime``, ``TimeMean``, ``Identity``,
-``Dropout``. Anything else raises ``ValueError`` naming the module.
+``Dropout``. Anything else raises ``ValueError`` naming the module (Spikformer: why its
+attention cannot be deployed yet).
+
+Residual stages: a SEW block (``SEWResidual``) stores its input, runs the body, runs the
+downsample on the stored input if there is one, and adds the two level tensors with the
+restricted ADD (both must lie on the ADD's grid: same level value, checked). A ResNet-19 block
+(``MembraneResidual``) becomes a ``residual`` spiking layer whose neuron integrates the folded
+``conv2 + bn2`` and the folded shortcut ``conv1x1 + bn`` (or the identity levels times their
+level value) in one membrane.
 
 Folding, per output channel ``c`` of a layer fed levels ``k`` of scale ``s_in`` (spikes
 ``k * theta_in``; ``theta_in / n`` after an ``n``-window average pool, ``/ T`` after a time mean):
@@ -32,6 +43,7 @@ input channel (or equal stds) the gains are exact and only ``O`` is rounded (1/2
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -53,11 +65,15 @@ from .fixedpoint import (
     output_fixed_point,
 )
 from .program import (
+    AddLayer,
     FlattenLayer,
     IntegerProgram,
+    LoadLayer,
     MaxPoolLayer,
     OutputLayer,
+    ResidualSpikingLayer,
     SpikingLayer,
+    StoreLayer,
     SumPoolLayer,
     TimeSumLayer,
 )
@@ -65,7 +81,8 @@ from .program import (
 __all__ = ["SUPPORTED", "convert"]
 
 SUPPORTED = (
-    "SmallConvNet, nn.Sequential of: SpikingStem, StaticEncoder, QuantConv2d, QuantLinear, "
+    "models that declare stages() (small_convnet, resnet19, sew_resnet*), nn.Sequential of: "
+    "SpikingStem, StaticEncoder, QuantConv2d, QuantLinear, "
     "BatchNorm1d/2d, SpikeNeuron, ConvBN, ConvBNNeuron, LinearBNNeuron, MaxPool2d, AvgPool2d, "
     "AdaptiveAvgPool2d, Flatten, FoldTime, TimeMean, Identity, Dropout"
 )
@@ -94,16 +111,11 @@ def _unsupported(name: str, module: nn.Module, why: str = "") -> ValueError:
     )
 
 
-def _stages(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """The model as an ordered list of stages (its forward pass, in order)."""
-    from ..models import SmallConvNet
-
-    if isinstance(model, SmallConvNet):
-        return [("stem", model.stem),
-                *[(f"features.{n}", m) for n, m in model.features.named_children()],
-                ("flatten", nn.Flatten(2)), ("head", model.head), ("readout", model.readout)]
+def _sequential_leaves(model: nn.Module) -> list[_Leaf]:
+    """An ``nn.Sequential`` as the primitive layers it runs; anything else without declared
+    stages raises ``ValueError`` naming the first module it cannot read."""
     if isinstance(model, nn.Sequential):
-        return list(model.named_children())
+        return [leaf for name, m in model.named_children() for leaf in _expand(name, m)]
     known = (nn.Sequential, SpikeNeuron, QuantConv2d, QuantLinear, nn.BatchNorm1d,
              nn.BatchNorm2d, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.Flatten,
              FoldTime, StaticEncoder, TimeMean, nn.Identity, nn.Dropout, LevelScale)
@@ -114,7 +126,7 @@ def _stages(model: nn.Module) -> list[tuple[str, nn.Module]]:
         if name and not isinstance(module, known):
             raise _unsupported(name, module, f"inside {type(model).__name__}")
     raise ValueError(
-        f"qsnn.deploy converts SmallConvNet and nn.Sequential models; got "
+        f"qsnn.deploy converts models that declare stages() and nn.Sequential models; got "
         f"{type(model).__name__}, whose forward pass it cannot read (supported: {SUPPORTED})"
     )
 
@@ -250,7 +262,10 @@ def _image_terms(q: np.ndarray, op: dict, shape: tuple[int, ...], mean, std) -> 
             "acc_error": acc_error}
 
 
-def _neuron_layer(leaf: _Leaf, state: _State) -> SpikingLayer:
+def _neuron_layer(leaf: _Leaf, state: _State, short: dict[str, Any] | None = None,
+                  slot: str = "") -> SpikingLayer:
+    """The neuron ``leaf`` fed by the pending op; with ``short`` (a ResNet-19 block) its
+    membrane also integrates that shortcut term, read from the stored ``slot``."""
     sn = leaf.module
     if isinstance(sn, QuantActivation) or type(sn).forward is not SpikeNeuron.forward:
         raise _unsupported(leaf.name, sn, "only the multi-step SpikeNeuron")
@@ -259,20 +274,36 @@ def _neuron_layer(leaf: _Leaf, state: _State) -> SpikingLayer:
     shift = leak_shift(sn.tau, leaf.name)
     levels = (1 << sn.bits_s) - 1
     a, b = p["scale"] / theta, p["shift"] / theta
+    extra = ()
+    if short is not None:
+        b = b + short["shift"] / theta
+        extra = ((short["scale"] / theta, short["max_acc"]),)
     fx = neuron_fixed_point(
         a, b, levels=levels, steps=state.steps, shift=shift, hard=sn.reset == "hard",
         u_reset=sn.v_reset / theta, max_acc=p["max_acc"], acc_error=p["acc_error"],
-        where=leaf.name,
+        where=leaf.name, extra=extra,
     )
-    image = "gain" in p
-    return SpikingLayer(
+    common = dict(
         name=leaf.name, op=p["op"], weight=p["weight"], bits_w=p["bits_w"],
         bits_in=p["bits_in"], stride=p["stride"], padding=p["padding"], dilation=p["dilation"],
-        groups=p["groups"], image_input=image, gain=p.get("gain"), offset=p.get("offset"),
-        bits_s=sn.bits_s, steps=state.steps, leak_shift=shift, reset=sn.reset,
-        direction=fx.direction, threshold=fx.threshold, frac_bits=fx.frac_bits, bias=fx.bias,
-        v_reset=fx.v_reset, const_levels=fx.const_levels, theta=theta,
+        groups=p["groups"], bits_s=sn.bits_s, steps=state.steps, leak_shift=shift,
+        reset=sn.reset, direction=fx.direction, threshold=fx.threshold, frac_bits=fx.frac_bits,
+        bias=fx.bias, v_reset=fx.v_reset, const_levels=fx.const_levels, theta=theta,
         membrane_bound=fx.bound,
+    )
+    if short is None:
+        return SpikingLayer(**common, image_input="gain" in p, gain=p.get("gain"),
+                            offset=p.get("offset"))
+    if "gain" in p:
+        raise _unsupported(leaf.name, sn, "a residual sum on the layer that reads the image")
+    conv = short["op"] == "conv"
+    return ResidualSpikingLayer(
+        **common, shortcut=slot, shortcut_op=short["op"],
+        shortcut_weight=short["weight"] if conv else np.zeros(0, np.int8),
+        shortcut_bits_w=short["bits_w"] if conv else 0, shortcut_bits_in=short["bits_in"],
+        shortcut_stride=short["stride"] if conv else (1, 1),
+        shortcut_padding=short["padding"] if conv else (0, 0),
+        multipliers=fx.multipliers,
     )
 
 
@@ -298,101 +329,239 @@ def _pool_shape(module: nn.Module, shape: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(module(torch.zeros(1, *shape)).shape[1:])
 
 
+class _Converter:
+    """Walks the primitive layers (and residual stages) of a model, emitting program layers."""
+
+    def __init__(self, size: tuple[int, ...], mean, std, names: dict[int, str]) -> None:
+        self.state = _State(shape=size)
+        self.layers: list = []
+        self.done = False
+        self.mean, self.std = mean, std
+        self.names = names
+
+    def name(self, module: nn.Module) -> str:
+        """The module's name in the model (what ``verify`` hooks)."""
+        return self.names.get(id(module), type(module).__name__)
+
+    def leaves(self, leaves: list[_Leaf]) -> None:
+        for leaf in leaves:
+            self.leaf(leaf)
+
+    def leaf(self, leaf: _Leaf) -> None:
+        """One primitive layer: the state machine image -> pending -> levels."""
+        module, state, layers = leaf.module, self.state, self.layers
+        if self.done:
+            raise _unsupported(leaf.name, module, "nothing may follow the readout")
+        if isinstance(module, (QuantConv2d, QuantLinear, nn.Conv2d, nn.Linear)):
+            if state.kind == "pending":
+                raise _unsupported(leaf.name, module, "two linear layers need a neuron "
+                                                      "between them")
+            state.pending = _linear_op(leaf, state, self.mean, self.std)
+            state.kind, state.shape = "pending", state.pending["out_shape"]
+        elif isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            if state.kind != "pending":
+                raise _unsupported(leaf.name, module, "batch norm must follow a conv/linear")
+            _fold_bn(leaf, state.pending)
+        elif isinstance(module, _Repeat):
+            state.steps = module.steps
+        elif isinstance(module, SpikeNeuron):
+            if state.kind != "pending":
+                raise _unsupported(leaf.name, module, "a neuron must follow a conv/linear")
+            layers.append(_neuron_layer(leaf, state))
+            self.state = _State("levels", state.shape, module.bits_s, float(module.theta),
+                                False, state.steps)
+        elif isinstance(module, (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d)):
+            layers.append(_pool(leaf, state))
+        elif isinstance(module, nn.Flatten):
+            if state.kind != "levels":
+                raise _unsupported(leaf.name, module, "flatten spike levels only")
+            # In program coordinates [T', B, ...]: a folded or time-less tensor lacks T.
+            start = module.start_dim + (1 if leaf.folded or state.timeless else 0)
+            if start < 2 or module.end_dim != -1:
+                raise _unsupported(leaf.name, module, "flatten only the feature dims")
+            layers.append(FlattenLayer(name=leaf.name, start_dim=start))
+            state.shape = (*state.shape[:start - 2], math.prod(state.shape[start - 2:]))
+        elif isinstance(module, TimeMean):
+            if state.kind == "pending":
+                layers.append(_output_layer(leaf.name, state, time_mean=True))
+                self.done = True
+            elif state.kind == "levels":
+                bits = state.bits + math.ceil(math.log2(state.steps)) if state.steps > 1 \
+                    else state.bits
+                layers.append(TimeSumLayer(name=leaf.name, bits_out=bits))
+                self.state = _State("levels", state.shape, bits, state.scale / state.steps,
+                                    True, 1, timeless=True)
+            else:
+                raise _unsupported(leaf.name, module, "time mean of the raw image")
+        else:
+            raise _unsupported(leaf.name, module)
+
+    # -- declared stages -------------------------------------------------------------------
+    def stage(self, stage: Any) -> None:
+        """One declared stage (``qsnn.models.stages``)."""
+        from ..models import stages as st
+
+        if isinstance(stage, (st.Stem, st.ConvSpike, st.Pool)):
+            self.leaves(_expand(self.name(stage.module), stage.module))
+        elif isinstance(stage, st.Flatten):
+            self.leaf(_Leaf("flatten", nn.Flatten(2), False))
+        elif isinstance(stage, st.LinearSpike):
+            parts = [stage.linear] + ([stage.bn] if stage.bn is not None else []) + [stage.sn]
+            self.leaves([_Leaf(self.name(m), m, False) for m in parts])
+        elif isinstance(stage, st.Head):
+            self.leaves([_Leaf(self.name(m), m, False) for m in (stage.linear, stage.readout)])
+        elif isinstance(stage, st.SEWResidual):
+            self._sew(stage)
+        elif isinstance(stage, st.MembraneResidual):
+            self._membrane_residual(stage)
+        else:
+            raise ValueError(f"qsnn.deploy cannot convert the stage {type(stage).__name__}")
+
+    def _store(self, block: str, what: str) -> str:
+        slot = f"{block}.{what}"
+        self.layers.append(StoreLayer(name=slot, slot=slot))
+        return slot
+
+    def _enter_block(self, module: nn.Module, body: tuple) -> tuple[str, str, _State, str]:
+        """Start a residual block ending in ``module``: store its input, convert its body.
+        Returns the module's name, the block's, the input state and its slot."""
+        name = self.name(module)
+        block = name.rsplit(".", 1)[0]
+        if self.state.kind != "levels" or len(self.state.shape) != 3:
+            raise _unsupported(block, module, "a residual block needs spike levels [C, H, W]")
+        x, slot = dataclasses.replace(self.state), self._store(block, "input")
+        for sub in body:
+            self.stage(sub)
+        return name, block, x, slot
+
+    def _sew(self, stage: Any) -> None:
+        add = stage.add
+        name, block, x, slot_in = self._enter_block(add, stage.body)
+        if stage.shortcut:  # the ADD of the downsample's levels and the stored body's
+            body, other_slot = dataclasses.replace(self.state), self._store(block, "body")
+            self.layers.append(LoadLayer(name=f"{block}.shortcut", slot=slot_in))
+            self.state = dataclasses.replace(x)
+            for sub in stage.shortcut:
+                self.stage(sub)
+            inputs = (("body", body), ("shortcut", self.state))
+        else:  # the ADD of the body's levels and the stored block input
+            other_slot = slot_in
+            inputs = (("body", self.state), ("identity", x))
+        theta = float(add.theta)
+        shape = inputs[0][1].shape
+        for what, st in inputs:
+            if st.kind != "levels" or st.shape != shape:
+                raise _unsupported(name, add, f"its {what} input is not spike levels of shape "
+                                              f"{shape}")
+            if not math.isclose(st.scale, theta, rel_tol=1e-12):
+                raise _unsupported(name, add, f"its {what} input has level value {st.scale:g}, "
+                                              f"the ADD's grid {theta:g}; both must share it")
+        self.layers.append(AddLayer(name=name, slot=other_slot, bits_s=add.bits_s))
+        self.state = _State("levels", shape, add.bits_s, theta, False, self.state.steps)
+
+    def _membrane_residual(self, stage: Any) -> None:
+        sn = stage.sn
+        name, _, x, slot = self._enter_block(sn, stage.body)
+        conv = stage.conv
+        self.leaves([_Leaf(self.name(conv.conv), conv.conv, True),
+                     _Leaf(self.name(conv.bn), conv.bn, True)])
+        main = self.state
+        out_ch = main.pending["scale"].shape[0]
+        if stage.shortcut is not None:
+            short = _linear_op(_Leaf(self.name(stage.shortcut.conv), stage.shortcut.conv, True),
+                               x, self.mean, self.std)
+            _fold_bn(_Leaf(self.name(stage.shortcut.bn), stage.shortcut.bn, True), short)
+            if short["groups"] != 1 or short["dilation"] != (1, 1):
+                raise _unsupported(name, sn, "a grouped or dilated shortcut conv")
+            if short["out_shape"] != main.shape:
+                raise _unsupported(name, sn, f"shortcut gives {short['out_shape']}, the body "
+                                             f"{main.shape}")
+        else:
+            if x.shape != main.shape:
+                raise _unsupported(name, sn, f"identity shortcut {x.shape} != body {main.shape}")
+            short = {"op": "identity", "scale": np.full(out_ch, x.scale), "shift":
+                     np.zeros(out_ch), "max_acc": float((1 << x.bits) - 1), "bits_in": x.bits}
+        self.layers.append(_neuron_layer(_Leaf(name, sn, False), main, short, slot))
+        self.state = _State("levels", main.shape, sn.bits_s, float(sn.theta), False,
+                            main.steps)
+
+    def finish(self) -> list:
+        if not self.done:
+            if self.state.kind != "pending":
+                raise ValueError(
+                    "the model must end in a conv/linear layer producing the logits (optionally "
+                    "followed by TimeMean); it ends in " + ("spikes" if self.layers
+                                                             else "the input")
+                )
+            # After a time mean the logits have no time axis: "summing" the single step drops it.
+            self.layers.append(_output_layer("output", self.state, time_mean=self.state.timeless))
+        if not any(isinstance(layer, SpikingLayer) for layer in self.layers):
+            raise ValueError("the model has no spiking layer to deploy")
+        return self.layers
+
+
+def _fold_bn(leaf: _Leaf, p: dict[str, Any]) -> None:
+    """Fold an eval-mode batch norm into the pending op's per-channel scale and shift."""
+    module = leaf.module
+    if module.running_mean is None or module.running_var is None:
+        raise _unsupported(leaf.name, module, "needs running statistics")
+    if module.num_features != p["scale"].shape[0]:
+        raise _unsupported(leaf.name, module, f"{module.num_features} features "
+                                              f"after {p['scale'].shape[0]} channels")
+    p["scale"], p["shift"] = fold_batch_norm(
+        p["scale"], p["shift"],
+        None if module.weight is None else _np(module.weight),
+        None if module.bias is None else _np(module.bias),
+        _np(module.running_mean), _np(module.running_var), float(module.eps))
+
+
 def convert(
     model: nn.Module,
     *,
     mean: tuple[float, ...] | None = None,
     std: tuple[float, ...] | None = None,
     input_size: tuple[int, int, int] | None = None,
+    check: bool = True,
 ) -> IntegerProgram:
     """The integer program of a trained ``model`` (evaluation semantics: batch-norm running
     statistics).
 
     Args:
-        model: a ``SmallConvNet`` or an ``nn.Sequential`` of supported layers (module doc).
+        model: a model that declares ``stages()`` (the zoo's CNNs) or an ``nn.Sequential`` of
+            supported layers (module doc).
         mean, std: the per-channel normalization the model was trained with, ``(x/255 - mean)
             / std`` (``TensorData.mean``/``.std``); default: ``x / 255``.
         input_size: ``(C, H, W)`` of the uint8 input (default ``model.input_size``).
+        check: first confirm with ``qsnn.models.stages.check_stages`` (two random images)
+            that the declared stages compute what ``model.forward`` computes.
     """
     size = input_size or getattr(model, "input_size", None)
     if size is None or len(size) != 3:
         raise ValueError(f"convert needs input_size (C, H, W); got {size!r}")
-    leaves = [leaf for name, m in _stages(model) for leaf in _expand(name, m)]
-    state = _State(shape=tuple(int(v) for v in size))
-    layers: list = []
-    done = False
+    size = tuple(int(v) for v in size)
+    names = {}
+    for name, module in model.named_modules():
+        names.setdefault(id(module), name)
+    conv = _Converter(size, mean, std, names)
     with torch.no_grad():
-        for leaf in leaves:
-            module = leaf.module
-            if done:
-                raise _unsupported(leaf.name, module, "nothing may follow the readout")
-            if isinstance(module, (QuantConv2d, QuantLinear, nn.Conv2d, nn.Linear)):
-                if state.kind == "pending":
-                    raise _unsupported(leaf.name, module, "two linear layers need a neuron "
-                                                          "between them")
-                state.pending = _linear_op(leaf, state, mean, std)
-                state.kind, state.shape = "pending", state.pending["out_shape"]
-            elif isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
-                p = state.pending
-                if state.kind != "pending":
-                    raise _unsupported(leaf.name, module, "batch norm must follow a conv/linear")
-                if module.running_mean is None or module.running_var is None:
-                    raise _unsupported(leaf.name, module, "needs running statistics")
-                if module.num_features != p["scale"].shape[0]:
-                    raise _unsupported(leaf.name, module, f"{module.num_features} features "
-                                                          f"after {p['scale'].shape[0]} channels")
-                p["scale"], p["shift"] = fold_batch_norm(
-                    p["scale"], p["shift"],
-                    None if module.weight is None else _np(module.weight),
-                    None if module.bias is None else _np(module.bias),
-                    _np(module.running_mean), _np(module.running_var), float(module.eps))
-            elif isinstance(module, _Repeat):
-                state.steps = module.steps
-            elif isinstance(module, SpikeNeuron):
-                if state.kind != "pending":
-                    raise _unsupported(leaf.name, module, "a neuron must follow a conv/linear")
-                layers.append(_neuron_layer(leaf, state))
-                state = _State("levels", state.shape, module.bits_s, float(module.theta),
-                               False, state.steps)
-            elif isinstance(module, (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d)):
-                layers.append(_pool(leaf, state))
-            elif isinstance(module, nn.Flatten):
-                if state.kind != "levels":
-                    raise _unsupported(leaf.name, module, "flatten spike levels only")
-                # In program coordinates [T', B, ...]: a folded or time-less tensor lacks T.
-                start = module.start_dim + (1 if leaf.folded or state.timeless else 0)
-                if start < 2 or module.end_dim != -1:
-                    raise _unsupported(leaf.name, module, "flatten only the feature dims")
-                layers.append(FlattenLayer(name=leaf.name, start_dim=start))
-                state.shape = (*state.shape[:start - 2], math.prod(state.shape[start - 2:]))
-            elif isinstance(module, TimeMean):
-                if state.kind == "pending":
-                    layers.append(_output_layer(leaf.name, state, time_mean=True))
-                    done = True
-                elif state.kind == "levels":
-                    bits = state.bits + math.ceil(math.log2(state.steps)) if state.steps > 1 \
-                        else state.bits
-                    layers.append(TimeSumLayer(name=leaf.name, bits_out=bits))
-                    state = _State("levels", state.shape, bits, state.scale / state.steps,
-                                   True, 1, timeless=True)
-                else:
-                    raise _unsupported(leaf.name, module, "time mean of the raw image")
-            else:
-                raise _unsupported(leaf.name, module)
-    if not done:
-        if state.kind != "pending":
-            raise ValueError(
-                "the model must end in a conv/linear layer producing the logits (optionally "
-                "followed by TimeMean); it ends in " + ("spikes" if layers else "the input")
-            )
-        # After a time mean the logits have no time axis: "summing" the single step drops it.
-        layers.append(_output_layer("output", state, time_mean=state.timeless))
-    if not any(isinstance(layer, SpikingLayer) for layer in layers):
-        raise ValueError("the model has no spiking layer to deploy")
+        declared = getattr(model, "stages", None)
+        if callable(declared):
+            stages = declared()  # a model that cannot be deployed raises ValueError here
+            if check:
+                from ..models.stages import check_stages
+
+                device = next((q.device for q in model.parameters()), torch.device("cpu"))
+                gen = torch.Generator().manual_seed(0)
+                check_stages(model, torch.randn(2, *size, generator=gen).to(device))
+            for stage in stages:
+                conv.stage(stage)
+        else:
+            conv.leaves(_sequential_leaves(model))
+    layers = conv.finish()
     channels = int(size[0])
     bits = getattr(model, "bits", None)
     return IntegerProgram(
-        layers, tuple(int(v) for v in size),
+        layers, size,
         tuple(float(v) for v in (mean if mean is not None else (0.0,) * channels)),
         tuple(float(v) for v in (std if std is not None else (1.0,) * channels)),
         time_steps=max(getattr(layer, "steps", 1) for layer in layers),

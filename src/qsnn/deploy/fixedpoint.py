@@ -38,6 +38,13 @@ threshold changes ``u`` by ``|u| / (2 Theta)``. Near a firing decision (``|u| <=
 A spike can differ from the float model only where the float ``u`` lies that close to an integer
 level; float32 evaluation of the trained model itself is off by about ``2**-24 * |u|``.
 
+A residual neuron (``u_t = beta u' + a_c acc_t + a'_c acc'_t + b_c``: a second accumulator, a
+shortcut conv or the identity levels, summed into the same membrane) takes as reference the
+term of larger ``|a|`` per channel (``a_ref``, so ``d_c = sign(a_ref)``, ``F_c`` and ``Theta_c``
+as above) and adds each term with an integer multiplier ``M_i,c = round(2**F_c a_i,c /
+a_ref,c)`` (``2**F_c`` for the reference term, at most ``2**F_c`` in magnitude); each rounded
+multiplier adds at most ``|acc_i| / 2`` LSB per step to the bound.
+
 The output layer (logits) is ``y_c = A_c * ACC + B_c`` with ``ACC`` the accumulator summed over
 the steps the readout averages. It is computed as ``Y = floor((ACC * M_c + Bo_c) / 2**S_c)``,
 ``logit = Y / 2**OUTPUT_FRAC_BITS``, with ``M_c = round(A_c * 2**(16 + S_c))`` chosen to have at
@@ -111,6 +118,7 @@ class NeuronFixedPoint:
     const_levels: np.ndarray  # int64 [M, T]: spike levels of the a_c = 0 channels
     bound: float  # |u_int - u| near a firing decision, in units of theta
     max_membrane: float  # bound on |V| (checked below INT64_LIMIT)
+    multipliers: np.ndarray | None = None  # int64 [terms, M] (residual neurons only)
 
 
 def _const_train(b: float, beta: float, levels: int, steps: int, hard: bool, u_reset: float):
@@ -135,6 +143,7 @@ def neuron_fixed_point(
     max_acc: float,
     acc_error: float = 0.0,
     where: str = "layer",
+    extra: tuple[tuple[np.ndarray, float], ...] = (),
 ) -> NeuronFixedPoint:
     """Fold ``u_t = beta u_{t-1} + a acc_t + b`` (threshold units) into integer parameters.
 
@@ -145,8 +154,15 @@ def neuron_fixed_point(
         max_acc: largest ``|acc|`` the layer can produce (for the int64 range check).
         acc_error: largest error of ``acc`` itself in accumulator units (first layer: rounded
             input-normalization gains), added to the bound.
+        extra: further terms ``(a_i, max_acc_i)`` summed into the same membrane (a residual
+            neuron, module doc); then ``multipliers`` holds one integer row per term, ``a``'s
+            first.
     """
     beta = 2.0**-shift
+    terms = [(a, max_acc), *extra]
+    if extra:  # the reference term per channel: the largest |a_i|
+        stack = np.stack([t[0] for t in terms])  # [terms, M]
+        a = np.take_along_axis(stack, np.abs(stack).argmax(0)[None], 0)[0]
     mag = np.abs(a)
     live = mag > 0
     frac = np.zeros(a.shape, dtype=np.int64)
@@ -165,20 +181,31 @@ def neuron_fixed_point(
         const[c] = _const_train(float(b[c]), beta, levels, steps, hard, u_reset)
     memory = float(steps) if shift == 0 else sum(beta**i for i in range(steps))
     lsb_error = (0.5 + (1.0 if shift > 0 else 0.0)) * memory + (0.5 if u_reset else 0.0)
+    multipliers = None
+    per_step_acc = max_acc * pow2
+    if extra:
+        multipliers = np.zeros((len(terms), a.shape[0]), dtype=np.int64)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            for i, (a_i, _) in enumerate(terms):
+                multipliers[i, live] = np.round(pow2[live] * a_i[live] / a[live]).astype(np.int64)
+        lsb_error += 0.5 * sum(m for _, m in terms) * memory  # rounded multipliers
+        per_step_acc = sum(m * np.abs(multipliers[i]).astype(np.float64)
+                           for i, (_, m) in enumerate(terms))
     bound = 0.0
     max_membrane = 0.0
     if live.any():
         theta_min = float(threshold[live].min())
         acc_lsb = acc_error * float(pow2[live].max()) * memory
         bound = (lsb_error + acc_lsb + 0.5 * (levels + 1)) / theta_min
-        per_step = max_acc * pow2[live] + np.abs(bias[live]).astype(np.float64)
+        per_step = per_step_acc[live] + np.abs(bias[live]).astype(np.float64)
         max_membrane = float((per_step * memory + np.abs(reset[live]) + threshold[live]).max())
     if max_membrane >= INT64_LIMIT:
         raise ValueError(
             f"{where}: the integer membrane may reach {max_membrane:.3g} >= 2**62; "
             "the layer's scales are too far apart for int64"
         )
-    return NeuronFixedPoint(direction, threshold, frac, bias, reset, const, bound, max_membrane)
+    return NeuronFixedPoint(direction, threshold, frac, bias, reset, const, bound, max_membrane,
+                            multipliers)
 
 
 @dataclass

@@ -10,9 +10,17 @@ accelerator of ``qsnn.hardware`` does. Slice products are computed with torch co
 float32 (exact: every partial sum of a binary slice is an integer below ``2**24``, checked) or
 float64; everything after the accumulator is int64.
 
+Residual models add four layer types: ``store`` keeps the current activation in a named slot,
+``load`` makes a stored one current again, ``add`` is SEW-ResNet's restricted ADD of the current
+levels and a stored one (``clamp(k_a + k_b, 0, 2**b_s - 1)``), and ``residual`` is a spiking
+layer whose membrane also integrates a shortcut read from a slot (a conv or the identity
+levels, ResNet-19).
+
 File format: ``program.npz`` holds every integer array as ``"<layer index>.<field>"`` plus the
 JSON manifest (as UTF-8 bytes under ``"manifest"``); ``manifest.json`` beside it is the same
-manifest for people. ``load_program`` needs nothing but the ``.npz``.
+manifest for people. ``load_program`` needs nothing but the ``.npz``. A program of the layer
+types of version 1 is written as version 1 (unchanged); one with residual layers as version 2,
+which a version-1 reader refuses by its version number.
 """
 
 from __future__ import annotations
@@ -34,19 +42,24 @@ from .fixedpoint import OUTPUT_FRAC_BITS
 
 __all__ = [
     "FORMAT",
+    "AddLayer",
     "FlattenLayer",
     "IntegerProgram",
+    "LoadLayer",
     "MaxPoolLayer",
     "OutputLayer",
     "ProgramOutput",
+    "ResidualSpikingLayer",
     "SpikingLayer",
+    "StoreLayer",
     "SumPoolLayer",
     "TimeSumLayer",
     "load_program",
 ]
 
 FORMAT = "qsnn-integer-program"
-VERSION = 1
+VERSION = 2  # written when a program holds residual layers; else 1 (the same as before)
+_READABLE = (1, 2)
 _F32_EXACT = 2**24
 _F64_EXACT = 2**53
 
@@ -217,23 +230,29 @@ class SpikingLayer(_LinearOp):
             )
         return total - offset
 
-    def run(self, act: _Act, bitserial: bool, trace: dict | None = None) -> _Act:
+    def _drive(self, act: _Act, bitserial: bool, slots: dict[str, _Act]) -> Tensor:
+        """The membrane input per step in membrane LSBs: ``acc * 2**F_c`` (int64)."""
         acc = self._image_acc(act, bitserial) if self.image_input else self.accumulate(
             act, bitserial
         )  # [T' or 1, B, M, ...]
+        scale = torch.ldexp(torch.ones(1, dtype=torch.float64),
+                            self._t("frac_bits").double()).long()  # 2**F_c
+        return acc * self._channel_view(scale)
+
+    def run(self, act: _Act, bitserial: bool, trace: dict | None = None,
+            slots: dict[str, _Act] | None = None) -> _Act:
+        drive = self._drive(act, bitserial, slots if slots is not None else {})
         view = self._channel_view
         d, theta = view(self._t("direction").long()), view(self._t("threshold"))
-        scale = view(torch.ldexp(torch.ones(1, dtype=torch.float64),
-                                 self._t("frac_bits").double()).long())  # 2**F_c
         c, v_reset = view(self._t("bias")), view(self._t("v_reset"))
         frozen = self._t("direction") == 0
         levels_max = (1 << self.bits_s) - 1
         divisor = 1 << self.leak_shift
-        v = torch.zeros_like(acc[0])
+        v = torch.zeros_like(drive[0])
         out = []
         for t in range(self.steps):
-            a = acc[t] if acc.shape[0] > 1 else acc[0]
-            v = _floor_div(v, divisor) + a * scale + c  # leak (shift), integrate
+            a = drive[t] if drive.shape[0] > 1 else drive[0]
+            v = _floor_div(v, divisor) + a + c  # leak (shift), integrate
             k = torch.clamp(_floor_div(d * v, theta), 0, levels_max)  # threshold comparison
             if bool(frozen.any()):
                 const = view(self._t("const_levels")[:, t])
@@ -244,6 +263,84 @@ class SpikingLayer(_LinearOp):
         if trace is not None:
             trace[self.name] = levels
         return _Act(levels, self.bits_s, False, self.steps)
+
+
+@dataclass
+class ResidualSpikingLayer(SpikingLayer):
+    """A spiking layer whose membrane also integrates a shortcut (ResNet-19's block):
+    ``V = floor(V / 2**m) + acc * M_0 + acc_s * M_1 + C``, ``acc_s`` the shortcut conv's
+    accumulator on the levels stored in slot ``shortcut`` (``shortcut_op = "conv"``) or those
+    levels themselves (``"identity"``); ``multipliers`` ``[2, M]`` per
+    ``qsnn.deploy.fixedpoint``."""
+
+    kind: ClassVar[str] = "residual"
+    shortcut: str = ""
+    shortcut_op: str = "identity"
+    shortcut_weight: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int8))
+    shortcut_bits_w: int = 8
+    shortcut_bits_in: int = 1
+    shortcut_stride: tuple = (1, 1)
+    shortcut_padding: tuple = (0, 0)
+    multipliers: np.ndarray = field(default_factory=lambda: np.zeros((2, 0), np.int64))
+
+    def _drive(self, act: _Act, bitserial: bool, slots: dict[str, _Act]) -> Tensor:
+        if self.shortcut not in slots:
+            raise ValueError(f"{self.name}: no stored activation {self.shortcut!r}")
+        stored = slots[self.shortcut]
+        if self.shortcut_op == "conv":
+            op = _LinearOp(name=f"{self.name}.shortcut", op="conv", weight=self.shortcut_weight,
+                           bits_w=self.shortcut_bits_w, bits_in=self.shortcut_bits_in,
+                           stride=self.shortcut_stride, padding=self.shortcut_padding)
+            short = op.accumulate(stored, bitserial)  # [T', B, M, H, W]
+        else:
+            short = stored.levels
+        view = self._channel_view
+        m = self._t("multipliers")
+        return self.accumulate(act, bitserial) * view(m[0]) + short * view(m[1])
+
+
+@dataclass
+class StoreLayer(_Layer):
+    """Keep the current activation in slot ``slot`` (the input of a residual block)."""
+
+    kind: ClassVar[str] = "store"
+    slot: str = ""
+
+    def run(self, act: _Act, slots: dict[str, _Act]) -> _Act:
+        slots[self.slot] = act
+        return act
+
+
+@dataclass
+class LoadLayer(_Layer):
+    """Make the activation stored in ``slot`` the current one (start of a shortcut branch)."""
+
+    kind: ClassVar[str] = "load"
+    slot: str = ""
+
+    def run(self, act: _Act, slots: dict[str, _Act]) -> _Act:
+        if self.slot not in slots:
+            raise ValueError(f"{self.name}: no stored activation {self.slot!r}")
+        return slots[self.slot]
+
+
+@dataclass
+class AddLayer(_Layer):
+    """SEW-ResNet's restricted ADD: ``clamp(k + k_slot, 0, 2**bits_s - 1)`` of the current
+    levels and those stored in ``slot`` (both on one grid, checked at conversion)."""
+
+    kind: ClassVar[str] = "add"
+    slot: str = ""
+    bits_s: int = 1
+
+    def run(self, act: _Act, slots: dict[str, _Act], trace: dict | None = None) -> _Act:
+        if self.slot not in slots:
+            raise ValueError(f"{self.name}: no stored activation {self.slot!r}")
+        other = slots[self.slot]
+        levels = torch.clamp(act.levels + other.levels, 0, (1 << self.bits_s) - 1)
+        if trace is not None:
+            trace[self.name] = levels
+        return _Act(levels, self.bits_s, act.static and other.static, act.steps)
 
 
 @dataclass
@@ -354,7 +451,9 @@ class TimeSumLayer(_Layer):
 
 
 _LAYERS = {cls.kind: cls for cls in (SpikingLayer, OutputLayer, MaxPoolLayer, SumPoolLayer,
-                                     FlattenLayer, TimeSumLayer)}
+                                     FlattenLayer, TimeSumLayer, ResidualSpikingLayer,
+                                     StoreLayer, LoadLayer, AddLayer)}
+_V2_KINDS = frozenset({"residual", "store", "load", "add"})
 
 
 # -- the program -------------------------------------------------------------------------------
@@ -412,11 +511,16 @@ class IntegerProgram:
             raise ValueError("image values must lie in 0..255")
         act = _Act(x, 8, True, self.time_steps)
         levels: dict[str, Tensor] = {}
+        slots: dict[str, _Act] = {}
         out = None
         with torch.no_grad():
             for layer in self.layers:
                 if isinstance(layer, SpikingLayer):
-                    act = layer.run(act, bitserial, levels if trace else None)
+                    act = layer.run(act, bitserial, levels if trace else None, slots)
+                elif isinstance(layer, AddLayer):
+                    act = layer.run(act, slots, levels if trace else None)
+                elif isinstance(layer, (StoreLayer, LoadLayer)):
+                    act = layer.run(act, slots)
                 elif isinstance(layer, OutputLayer):
                     out = layer.run(act, bitserial)
                 else:
@@ -437,9 +541,9 @@ class IntegerProgram:
         for i, layer in enumerate(self.layers):
             meta, _ = layer.record()
             layers.append({"index": i, **meta})
-        return {
+        manifest: dict[str, Any] = {
             "format": FORMAT,
-            "version": VERSION,
+            "version": VERSION if any(layer.kind in _V2_KINDS for layer in self.layers) else 1,
             "input": {"dtype": "uint8", "shape": list(self.input_shape),
                       "normalization": "(x / 255 - mean) / std, folded into layer 0",
                       "mean": list(self.mean), "std": list(self.std)},
@@ -456,6 +560,12 @@ class IntegerProgram:
             "source": self.source,
             "layers": layers,
         }
+        if any(isinstance(layer, ResidualSpikingLayer) for layer in self.layers):
+            manifest["fixed_point"]["residual"] = (
+                "V = floor(V / 2**leak_shift) + acc * multipliers[0] + acc_shortcut * "
+                "multipliers[1] + bias (acc_shortcut: the shortcut conv, or the stored levels)")
+            manifest["fixed_point"]["add"] = "k = clamp(k + k_slot, 0, 2**bits_s - 1)"
+        return manifest
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write ``path`` (``.npz``: arrays + manifest) and ``manifest.json`` beside it."""
@@ -508,8 +618,9 @@ def load_program(path: str | os.PathLike) -> IntegerProgram:
         raise ValueError(f"{path} is not a readable qsnn integer program: {err}") from None
     if manifest.get("format") != FORMAT:
         raise ValueError(f"{path}: expected format {FORMAT!r}; got {manifest.get('format')!r}")
-    if manifest.get("version") != VERSION:
-        raise ValueError(f"{path}: expected version {VERSION}; got {manifest.get('version')!r}")
+    if manifest.get("version") not in _READABLE:
+        raise ValueError(f"{path}: expected version {' or '.join(map(str, _READABLE))}; got "
+                         f"{manifest.get('version')!r}")
     layers = []
     for entry in manifest["layers"]:
         cls = _LAYERS.get(entry["type"])

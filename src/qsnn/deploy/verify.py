@@ -2,9 +2,10 @@
 
 The trained model runs in float32 without autocast (``model.eval()``); the program runs on the
 same uint8 images. Reported: prediction agreement, accuracies, the fraction of samples whose
-every spike level agrees, and the logit error on those samples next to the tolerance that
-follows from the fixed-point format (output rounding, ``bound_fixed``) plus the float32
-rounding of the trained model's last layer (``bound_float32``). A spike can only differ where
+every spike level agrees (every neuron's and every restricted ADD's output), and the logit
+error on those samples next to the tolerance that follows from the fixed-point format (output
+rounding, ``bound_fixed``) plus the float32 rounding of the trained model's last layer
+(``bound_float32``). A spike can only differ where
 the float membrane sits within ``membrane_bound`` of a level boundary; such a flip moves the
 logits by a whole level's weight, which no rounding bound covers, so logit errors are checked
 on spike-exact samples.
@@ -20,9 +21,10 @@ import torch
 import torch.nn as nn
 
 from ..data import TensorData
+from ..models.layers import SEWAdd
 from ..neurons import SpikeNeuron
 from .convert import convert
-from .program import IntegerProgram, SpikingLayer
+from .program import AddLayer, IntegerProgram, SpikingLayer
 
 __all__ = ["VerifyReport", "verify", "verify_run"]
 
@@ -62,9 +64,10 @@ class VerifyReport:
 
 
 def _neuron_hooks(model: nn.Module, names: set[str], store: dict[str, torch.Tensor]) -> list:
+    """Record the integer levels of every neuron and restricted ADD named in ``names``."""
     handles = []
     for name, module in model.named_modules():
-        if name in names and isinstance(module, SpikeNeuron):
+        if name in names and isinstance(module, (SpikeNeuron, SEWAdd)):
             def hook(mod, args, out, name=name):
                 store[name] = mod.to_levels(out).to(torch.int64)
             handles.append(module.register_forward_hook(hook))
@@ -84,7 +87,8 @@ def verify(
     if data.kind != "static":
         raise ValueError(f"verify needs static images; {data.name} holds {data.kind}")
     model.eval()
-    names = {layer.name for layer in program.layers if isinstance(layer, SpikingLayer)}
+    names = {layer.name for layer in program.layers
+             if isinstance(layer, (SpikingLayer, AddLayer))}
     float_levels: dict[str, torch.Tensor] = {}
     handles = _neuron_hooks(model, names, float_levels)
     device = next((p.device for p in model.parameters()), torch.device("cpu"))

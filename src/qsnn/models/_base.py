@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import torch.nn as nn
 
@@ -10,7 +11,7 @@ from ..allocation import Bits, BitsPolicy, resolve_policy
 from ..bitwidth import apply_bits
 from ..level_scale import LevelScale
 from ..neurons import SpikeLevels
-from .layers import to_2tuple
+from .layers import LayerFactory, to_2tuple
 
 __all__ = ["SpikingModel"]
 
@@ -56,6 +57,37 @@ class SpikingModel(nn.Module):
     num_classes: int
     input_size: tuple[int, int, int]
 
+    def _begin(
+        self,
+        bits: Bits | str | BitsPolicy,
+        num_classes: int,
+        in_channels: int,
+        img_size: int | tuple[int, int],
+        neuron: Mapping[str, Any] | None,
+        quant: Mapping[str, Any] | None,
+    ) -> LayerFactory:
+        """The shared start of every zoo model's constructor (in place of
+        ``super().__init__()``): initialises the ``nn.Module``, validates and stores
+        ``num_classes`` and ``input_size``, and returns the factory of its layers at ``bits``."""
+        nn.Module.__init__(self)
+        self._init_io(num_classes, in_channels, img_size)
+        return LayerFactory.for_model(bits, neuron, quant)
+
+    def _finish(
+        self,
+        bits: Bits | str | BitsPolicy,
+        overrides: Mapping[str, object] | None,
+        *,
+        kaiming_convs: bool = False,
+    ) -> None:
+        """The shared end of a zoo model's constructor: optionally He-initialise every conv
+        (``fan_out``, as torchvision's ResNets), then apply the allocation and overrides."""
+        if kaiming_convs:
+            for m in self.modules():
+                if isinstance(m, nn.Conv2d):
+                    nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        self.set_bits(bits, overrides)
+
     def _init_io(
         self, num_classes: int, in_channels: int, img_size: int | tuple[int, int]
     ) -> tuple[int, int]:
@@ -87,6 +119,14 @@ class SpikingModel(nn.Module):
         self.policy = policy
         self.bits = policy.default
         return policy
+
+    def stages(self) -> tuple[Any, ...]:
+        """The forward pass as declared stages (``qsnn.models.stages``), read by
+        ``qsnn.deploy``; a model that declares none raises ``ValueError`` saying so."""
+        raise ValueError(
+            f"{type(self).__name__} declares no stages (qsnn.models.stages), so it cannot be "
+            "converted to an integer program"
+        )
 
     def extra_repr(self) -> str:
         over = f", overrides={dict(self.policy.overrides)}" if self.policy.overrides else ""

@@ -30,6 +30,17 @@ from ..temporal import FoldTime, TimeMean, fold_time
 from ._base import SpikingModel
 from ._registry import register_model
 from .layers import LayerFactory
+from .stages import (
+    ConvSpike,
+    Flatten,
+    Head,
+    LinearSpike,
+    MembraneResidual,
+    Pool,
+    Stage,
+    Stem,
+    sequence_stages,
+)
 
 __all__ = ["ResNet19", "SpikingBasicBlock", "resnet19"]
 
@@ -53,6 +64,10 @@ class SpikingBasicBlock(nn.Module):
         identity = x if self.downsample is None else fold_time(self.downsample, x)
         return self.sn(out + identity)  # residual sum into the neuron's membrane
 
+    def stage(self) -> MembraneResidual:
+        """This block as a declared stage (``qsnn.models.stages``)."""
+        return MembraneResidual((ConvSpike(self.conv1),), self.conv2, self.downsample, self.sn)
+
 
 class ResNet19(SpikingModel):
     """ResNet-19 (Zheng et al. 2021; TET layout), all layers at the model's allocation.
@@ -61,6 +76,8 @@ class ResNet19(SpikingModel):
         bits: allocation ``b_w/b_s/T`` (a ``Bits``, ``"4/2/2"`` or a ``BitsPolicy``).
         num_classes, in_channels, img_size: classifier width and native input size.
         stem_width: stem channels (64 in the reference code).
+        widths: the three stages' widths and ``fc1``'s (``128, 256, 512, 256``; smaller values
+            make a narrow variant for quick tests).
         overrides: per-layer widths by module-name pattern, e.g. ``{"stem.*": 8, "head": 8}``.
         neuron: ``SpikeNeuron`` settings; quant: weight-quantizer settings.
     """
@@ -73,27 +90,26 @@ class ResNet19(SpikingModel):
         in_channels: int = 3,
         img_size: int | tuple[int, int] = 32,
         stem_width: int = 64,
+        widths: tuple[int, int, int, int] = (128, 256, 512, 256),
         overrides: Mapping[str, object] | None = None,
         neuron: Mapping[str, Any] | None = None,
         quant: Mapping[str, Any] | None = None,
     ) -> None:
-        super().__init__()
-        self._init_io(num_classes, in_channels, img_size)
-        f = LayerFactory.for_model(bits, neuron, quant)
+        f = self._begin(bits, num_classes, in_channels, img_size, neuron, quant)
         self.stem = f.stem(f.conv_bn(in_channels, stem_width, 3), in_channels=in_channels)
+        if len(widths) != 4:
+            raise ValueError(f"widths must list three stage widths and fc1's; got {widths!r}")
+        w1, w2, w3, w_fc = widths
         self._inplanes = stem_width
-        self.layer1 = self._make_layer(f, 128, 3)
-        self.layer2 = self._make_layer(f, 256, 3, stride=2)
-        self.layer3 = self._make_layer(f, 512, 2, stride=2)
+        self.layer1 = self._make_layer(f, w1, 3)
+        self.layer2 = self._make_layer(f, w2, 3, stride=2)
+        self.layer3 = self._make_layer(f, w3, 2, stride=2)
         self.pool = FoldTime(nn.AdaptiveAvgPool2d(1))
-        self.fc1 = f.linear(512, 256)
+        self.fc1 = f.linear(w3, w_fc)
         self.fc1_sn = f.neuron_module()
-        self.head = f.linear(256, num_classes)
+        self.head = f.linear(w_fc, num_classes)
         self.readout = TimeMean()
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-        self.set_bits(bits, overrides)
+        self._finish(bits, overrides, kaiming_convs=True)
 
     def _make_layer(
         self, f: LayerFactory, planes: int, blocks: int, stride: int = 1
@@ -111,6 +127,13 @@ class ResNet19(SpikingModel):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.readout(self.head(self.forward_features(x)))  # [T, B, K] -> [B, K]
+
+    def stages(self) -> tuple[Stage, ...]:
+        """The forward pass declared stage by stage (``qsnn.models.stages``)."""
+        blocks = [s for layer in (self.layer1, self.layer2, self.layer3)
+                  for s in sequence_stages(layer)]
+        return (Stem(self.stem), *blocks, Pool(self.pool), Flatten(),
+                LinearSpike(self.fc1, self.fc1_sn), Head(self.head, self.readout))
 
 
 @register_model

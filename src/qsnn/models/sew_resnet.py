@@ -33,7 +33,8 @@ from ..level_scale import LevelScale
 from ..temporal import FoldTime, TimeMean
 from ._base import SpikingModel
 from ._registry import register_model
-from .layers import LayerFactory
+from .layers import ConvBNNeuron, LayerFactory, SEWAdd
+from .stages import ConvSpike, Flatten, Head, Pool, SEWResidual, Stage, Stem, sequence_stages
 
 __all__ = [
     "SEWBasicBlock",
@@ -48,6 +49,13 @@ __all__ = [
 ]
 
 StemKind = Literal["imagenet", "cifar"]
+
+
+def _sew_stage(body: Sequence[ConvBNNeuron], downsample: ConvBNNeuron | None, add: SEWAdd
+               ) -> SEWResidual:
+    """A SEW block's stage: its conv-bn-neurons, the downsample (or identity), the ADD."""
+    shortcut = (ConvSpike(downsample),) if downsample is not None else ()
+    return SEWResidual(tuple(ConvSpike(m) for m in body), shortcut, add)
 
 
 class SEWBasicBlock(nn.Module):
@@ -76,6 +84,10 @@ class SEWBasicBlock(nn.Module):
         identity = x if self.downsample is None else self.downsample(x)
         return self.add(out, identity)
 
+    def stage(self) -> SEWResidual:
+        """This block as a declared stage (``qsnn.models.stages``)."""
+        return _sew_stage((self.conv1, self.conv2), self.downsample, self.add)
+
 
 class SEWBottleneck(nn.Module):
     """``1x1 -> 3x3 (stride) -> 1x1 (x4)``, each conv-bn-neuron, restricted ADD (ResNet v1.5)."""
@@ -100,6 +112,10 @@ class SEWBottleneck(nn.Module):
         identity = x if self.downsample is None else self.downsample(x)
         return self.add(out, identity)
 
+    def stage(self) -> SEWResidual:
+        """This block as a declared stage (``qsnn.models.stages``)."""
+        return _sew_stage((self.conv1, self.conv2, self.conv3), self.downsample, self.add)
+
 
 class SEWResNet(SpikingModel):
     """SEW-ResNet with restricted ADD connections (Fang et al. 2021; Shen et al. 2024).
@@ -110,6 +126,8 @@ class SEWResNet(SpikingModel):
         bits: allocation ``b_w/b_s/T`` (a ``Bits``, ``"4/2/2"`` or a ``BitsPolicy``).
         num_classes, in_channels, img_size: classifier width and native input size.
         stem: ``"imagenet"`` (7x7/2 conv + 3x3/2 max-pool) or ``"cifar"`` (3x3/1 conv, no pool).
+        widths: the stem's and the four stages' base widths (``64, 128, 256, 512``; smaller
+            values make a narrow variant for quick tests).
         overrides: per-layer widths by module-name pattern, e.g. ``{"stem.*": 8, "head": 8}``.
         neuron: ``SpikeNeuron`` settings (``tau``, ``theta``, ``reset``, ...).
         quant: weight-quantizer settings (``per_channel``, ``learn_scale``).
@@ -128,34 +146,33 @@ class SEWResNet(SpikingModel):
         in_channels: int = 3,
         img_size: int | tuple[int, int] = 224,
         stem: StemKind = "imagenet",
+        widths: tuple[int, int, int, int] = (64, 128, 256, 512),
         overrides: Mapping[str, object] | None = None,
         neuron: Mapping[str, Any] | None = None,
         quant: Mapping[str, Any] | None = None,
     ) -> None:
-        super().__init__()
-        self._init_io(num_classes, in_channels, img_size)
-        f = LayerFactory.for_model(bits, neuron, quant)
+        f = self._begin(bits, num_classes, in_channels, img_size, neuron, quant)
+        if len(widths) != 4:
+            raise ValueError(f"widths must list four stage widths; got {widths!r}")
+        w1, w2, w3, w4 = widths
         if stem == "imagenet":
-            conv_bn, pool = f.conv_bn(in_channels, 64, 7, 2, 3), nn.MaxPool2d(3, 2, 1)
+            conv_bn, pool = f.conv_bn(in_channels, w1, 7, 2, 3), nn.MaxPool2d(3, 2, 1)
         elif stem == "cifar":
-            conv_bn, pool = f.conv_bn(in_channels, 64, 3, 1, 1), None
+            conv_bn, pool = f.conv_bn(in_channels, w1, 3, 1, 1), None
         else:
             raise ValueError(f"stem must be 'imagenet' or 'cifar'; got {stem!r}")
         self.stem_kind = stem
         grid = f.level_scale()  # the stem's spikes; the identity path carries this grid on
         self.stem = f.stem(conv_bn, pool, in_channels=in_channels, level=grid)
-        self._inplanes = 64
-        self.layer1, grid = self._make_layer(f, block, 64, layers[0], grid=grid)
-        self.layer2, grid = self._make_layer(f, block, 128, layers[1], stride=2, grid=grid)
-        self.layer3, grid = self._make_layer(f, block, 256, layers[2], stride=2, grid=grid)
-        self.layer4, grid = self._make_layer(f, block, 512, layers[3], stride=2, grid=grid)
+        self._inplanes = w1
+        self.layer1, grid = self._make_layer(f, block, w1, layers[0], grid=grid)
+        self.layer2, grid = self._make_layer(f, block, w2, layers[1], stride=2, grid=grid)
+        self.layer3, grid = self._make_layer(f, block, w3, layers[2], stride=2, grid=grid)
+        self.layer4, grid = self._make_layer(f, block, w4, layers[3], stride=2, grid=grid)
         self.pool = FoldTime(nn.AdaptiveAvgPool2d(1))
-        self.head = f.linear(512 * block.expansion, num_classes)
+        self.head = f.linear(w4 * block.expansion, num_classes)
         self.readout = TimeMean()
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-        self.set_bits(bits, overrides)
+        self._finish(bits, overrides, kaiming_convs=True)
 
     def _make_layer(self, f: LayerFactory, block: type[SEWBasicBlock] | type[SEWBottleneck],
                     planes: int, blocks: int, stride: int = 1, *,
@@ -176,6 +193,13 @@ class SEWResNet(SpikingModel):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.readout(self.head(self.forward_features(x)))  # [T, B, K] -> [B, K]
+
+    def stages(self) -> tuple[Stage, ...]:
+        """The forward pass declared stage by stage (``qsnn.models.stages``)."""
+        blocks = [s for layer in (self.layer1, self.layer2, self.layer3, self.layer4)
+                  for s in sequence_stages(layer)]
+        return (Stem(self.stem), *blocks, Pool(self.pool), Flatten(),
+                Head(self.head, self.readout))
 
 
 def _create_sew_resnet(

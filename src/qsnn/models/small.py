@@ -20,7 +20,7 @@ from ..allocation import Bits, BitsPolicy
 from ..temporal import FoldTime, TimeMean
 from ._base import SpikingModel
 from ._registry import register_model
-from .layers import LayerFactory
+from .stages import Flatten, Head, Stage, Stem, sequence_stages
 
 __all__ = ["SmallConvNet", "small_convnet"]
 
@@ -49,15 +49,14 @@ class SmallConvNet(SpikingModel):
         neuron: Mapping[str, Any] | None = None,
         quant: Mapping[str, Any] | None = None,
     ) -> None:
-        super().__init__()
-        height, width = self._init_io(num_classes, in_channels, img_size)
+        f = self._begin(bits, num_classes, in_channels, img_size, neuron, quant)
+        _, height, width = self.input_size
         if len(widths) != 5:
             raise ValueError(f"widths must list five conv widths; got {widths!r}")
         if height < 8 or width < 8:
             raise ValueError(
                 f"img_size must be at least 8x8 (three 2x2 max-pools); got {img_size!r}"
             )
-        f = LayerFactory.for_model(bits, neuron, quant)
         w0, w1, w2, w3, w4 = widths
         self.stem = f.stem(f.conv_bn(in_channels, w0, 3), in_channels=in_channels)
         self.features = nn.Sequential(
@@ -68,7 +67,7 @@ class SmallConvNet(SpikingModel):
         )
         self.head = f.linear(w4 * (height // 8) * (width // 8), num_classes)
         self.readout = TimeMean()
-        self.set_bits(bits, overrides)
+        self._finish(bits, overrides)
 
     def forward_features(self, x: Tensor) -> Tensor:
         """``[B, C, H, W]`` or ``[T, B, C, H, W]`` -> flattened spikes ``[T, B, 128*h*w]``."""
@@ -77,6 +76,11 @@ class SmallConvNet(SpikingModel):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.readout(self.head(self.forward_features(x)))  # [T, B, K] -> [B, K]
+
+    def stages(self) -> tuple[Stage, ...]:
+        """The forward pass declared stage by stage (``qsnn.models.stages``)."""
+        return (Stem(self.stem), *sequence_stages(self.features), Flatten(),
+                Head(self.head, self.readout))
 
 
 @register_model

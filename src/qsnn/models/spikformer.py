@@ -203,14 +203,12 @@ class Spikformer(SpikingModel):
         neuron: Mapping[str, Any] | None = None,
         quant: Mapping[str, Any] | None = None,
     ) -> None:
-        super().__init__()
-        self._init_io(num_classes, in_channels, img_size)
+        f = self._begin(bits, num_classes, in_channels, img_size, neuron, quant)
         if dim % 8:
             raise ValueError(f"dim must be divisible by 8 (SPS widths D/8..D); got {dim}")
         if num_pools not in (1, 2, 3, 4):
             raise ValueError(f"num_pools must be 1, 2, 3 or 4; got {num_pools!r}")
         self.depth, self.dim = depth, dim
-        f = LayerFactory.for_model(bits, neuron, quant)
         pools = tuple(stage >= 4 - num_pools for stage in range(4))
         stem_pool = _pool() if pools[0] else None
         self.stem = f.stem(f.conv_bn(in_channels, dim // 8, 3), stem_pool, in_channels=in_channels)
@@ -228,7 +226,7 @@ class Spikformer(SpikingModel):
                 nn.init.normal_(m.weight, std=0.02)
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
-        self.set_bits(bits, overrides)
+        self._finish(bits, overrides)
 
     def forward_features(self, x: Tensor) -> Tensor:
         """``[B, C, H, W]`` or ``[T, B, C, H, W]`` -> token mean ``[T, B, D]``."""
@@ -237,6 +235,15 @@ class Spikformer(SpikingModel):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.readout(self.head(self.forward_features(x)))  # [T, B, K] -> [B, K]
+
+    def stages(self) -> tuple[Any, ...]:
+        """Spikformer declares no deployable stages: always ``ValueError`` (the reason)."""
+        raise ValueError(
+            f"{type(self).__name__} cannot be converted to an integer program yet: its spiking "
+            "self-attention multiplies two spike tensors (Q K^T and A V, no weights), which the "
+            "integer program has no layer for; deployable models are the CNNs "
+            "(small_convnet, resnet19, sew_resnet*)"
+        )
 
 
 def _create_spikformer(depth: int, dim: int, defaults: Mapping[str, Any],
