@@ -75,8 +75,9 @@ def _eager_kernels():
     """This process runs the neuron kernels as the subprocesses do (``TORCHDYNAMO_DISABLE``)."""
     import torch._dynamo.config
 
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(torch._dynamo.config, "disable", True)
+    # config.patch, not monkeypatch: monkeypatch's undo deletes a config module's attribute
+    # (it is not in the module's __dict__), which broke dynamo for every later test.
+    with torch._dynamo.config.patch(disable=True):
         yield
 
 

@@ -37,8 +37,9 @@ def _eager_kernels():
     """Neuron kernels run eagerly, as in tests/test_train.py (no compile time)."""
     import torch._dynamo.config
 
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(torch._dynamo.config, "disable", True)
+    # config.patch, not monkeypatch: monkeypatch's undo deletes a config module's attribute
+    # (it is not in the module's __dict__), which broke dynamo for every later test.
+    with torch._dynamo.config.patch(disable=True):
         yield
 
 

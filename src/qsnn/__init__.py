@@ -41,6 +41,7 @@ __version__ = "0.1.0.dev0"
 _LAZY = {
     "create_model": "qsnn.models",
     "list_models": "qsnn.models",
+    "model_info": "qsnn.models",
     "profile": "qsnn.metrics",
     "get_dataset": "qsnn.data",
     "TrainConfig": "qsnn.train",
@@ -76,6 +77,7 @@ __all__ = [
     "integer_layer",
     "list_models",
     "load_run",
+    "model_info",
     "profile",
     "recompose",
     "spike_pattern_neuron",
