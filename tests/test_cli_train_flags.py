@@ -18,20 +18,12 @@ from qsnn import cli
 from qsnn.allocation import Bits
 from qsnn.train import TrainConfig, load_data
 from qsnn.train import engine as engine_module
+from test_train import one_error_line
 
 FIELDS = [f.name for f in dataclasses.fields(TrainConfig)]
 #: Fields whose flag is not ``--`` + name with ``-`` for ``_`` (their values are KEY=VALUE lists).
 MAPPING_FLAGS = {"overrides": "--override", "data_options": "--data-option",
                  "model_options": "--model-option"}  # fmt: skip
-
-
-def one_error_line(stderr: str) -> str:
-    """The single ``qsnn: error:`` line a bad invocation must print, and nothing else."""
-    assert "Traceback" not in stderr, stderr
-    lines = [line for line in stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, f"expected one line on stderr, got {len(lines)}:\n{stderr}"
-    assert lines[0].startswith("qsnn: error: "), lines[0]
-    return lines[0]
 
 
 def parse(*argv: str, command: str = "train") -> TrainConfig:

@@ -430,15 +430,21 @@ def test_event_dataloader_equals_batches():
 # --- ImageNet class folders ---------------------------------------------------------------
 
 
-def test_imagenet_class_folders(tmp_path):
+def make_image_folders(root, *, seed, per_class, height, width, suffix):
+    """ImageNet-style ``train|val/<wnid>/img<i>.<suffix>`` RGB images, classes n01 and n02;
+    image ``i`` is ``height[0] + height[1] * i`` pixels high."""
     pil = pytest.importorskip("PIL.Image")
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     for split in ("train", "val"):
         for wnid in ("n01", "n02"):
-            (tmp_path / split / wnid).mkdir(parents=True)
-            for i in range(3):
-                arr = rng.integers(0, 256, (20 + 7 * i, 30, 3), dtype=np.uint8)
-                pil.fromarray(arr).save(tmp_path / split / wnid / f"img{i}.JPEG")
+            (root / split / wnid).mkdir(parents=True)
+            for i in range(per_class):
+                arr = rng.integers(0, 256, (height[0] + height[1] * i, width, 3), dtype=np.uint8)
+                pil.fromarray(arr).save(root / split / wnid / f"img{i}.{suffix}")
+
+
+def test_imagenet_class_folders(tmp_path):
+    make_image_folders(tmp_path, seed=0, per_class=3, height=(20, 7), width=30, suffix="JPEG")
     train = get_dataset("imagenet", tmp_path, "train", image_size=16)
     val = get_dataset("imagenet", tmp_path, "val", image_size=16)
     assert (len(train), len(val), train.classes) == (6, 6, ("n01", "n02"))
@@ -473,14 +479,7 @@ def test_errors_are_value_errors_with_one_line():
 def test_imagenet_folders_are_a_dataset(tmp_path):
     """``ds[i]`` decodes as ``batches()`` with its defaults: the val center crop and the
     train split's crop fixed by seed 0, epoch 0; a DataLoader gives the same batches."""
-    pil = pytest.importorskip("PIL.Image")
-    rng = np.random.default_rng(1)
-    for split in ("train", "val"):
-        for wnid in ("n01", "n02"):
-            (tmp_path / split / wnid).mkdir(parents=True)
-            for i in range(2):
-                arr = rng.integers(0, 256, (18 + 5 * i, 26, 3), dtype=np.uint8)
-                pil.fromarray(arr).save(tmp_path / split / wnid / f"img{i}.png")
+    make_image_folders(tmp_path, seed=1, per_class=2, height=(18, 5), width=26, suffix="png")
     for split in ("train", "val"):
         ds = get_dataset("imagenet", tmp_path, split, image_size=12)
         assert isinstance(ds, torch.utils.data.Dataset) and len(ds) == 4

@@ -85,6 +85,21 @@ def neuron_options(pairs: Sequence[str]) -> dict[str, object]:
     return options
 
 
+def _json_pairs(pairs: Sequence[str] | None, flag: str, example: str) -> dict[str, object]:
+    """``FLAG KEY=VALUE`` flags -> ``{KEY: VALUE}``, VALUE as JSON when it parses, else the
+    string; a repeated KEY is an error."""
+    options: dict[str, object] = {}
+    for text in pairs or ():
+        key, value = _split_pair(text, flag, example)
+        if key in options:
+            raise ValueError(f"{flag} {key} is given twice")
+        try:
+            options[key] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key] = value
+    return options
+
+
 def model_options(
     pairs: Sequence[str] | None, neuron: Sequence[str] | None
 ) -> dict[str, object] | None:
@@ -92,15 +107,7 @@ def model_options(
     ``--neuron KEY=VALUE`` (under ``neuron``) -> ``TrainConfig.model_options``."""
     if not pairs and not neuron:
         return None
-    options: dict[str, object] = {}
-    for text in pairs or ():
-        key, value = _split_pair(text, "--model-option", "widths=[16,32,32,64,64]")
-        if key in options:
-            raise ValueError(f"--model-option {key} is given twice")
-        try:
-            options[key] = json.loads(value)
-        except json.JSONDecodeError:
-            options[key] = value
+    options = _json_pairs(pairs, "--model-option", "widths=[16,32,32,64,64]")
     if neuron:
         if "neuron" in options:
             raise ValueError("set neuron options with --neuron KEY=VALUE, not --model-option")
@@ -160,15 +167,7 @@ def data_options(pairs: Sequence[str] | None, download: bool | None) -> dict[str
     (before reading any file)."""
     if not pairs and not download:
         return None
-    options: dict[str, object] = {}
-    for text in pairs or ():
-        key, value = _split_pair(text, "--data-option", "size=16")
-        if key in options:
-            raise ValueError(f"--data-option {key} is given twice")
-        try:
-            options[key] = json.loads(value)
-        except json.JSONDecodeError:
-            options[key] = value
+    options = _json_pairs(pairs, "--data-option", "size=16")
     if download:
         if "download" in options:
             raise ValueError("give --download or --data-option download=..., not both")
