@@ -533,6 +533,29 @@ def test_cnn_zoo_integer_program_agrees(name, bits, learned):
         assert kinds.count("add") == 8 and kinds.count("load") == 3
 
 
+@pytest.mark.parametrize(
+    ("name", "adds", "loads"),
+    [
+        # SEW-ResNet-34: (3, 4, 6, 3) basic blocks; stages 2-4 open with a strided downsample
+        ("sew_resnet34_cifar", 16, 3),
+        ("sew_resnet34", 16, 3),
+        # SEW-ResNet-50: (3, 4, 6, 3) bottlenecks; stage 1 also widens 4x, so 4 downsamples
+        ("sew_resnet50_cifar", 16, 4),
+    ],
+)
+def test_deeper_sew_families_agree(name, adds, loads):
+    """SEW-ResNet-34 (both stems) and the bottleneck SEW-ResNet-50 convert from their declared
+    stages and agree bit-serially with the float model: every level, every prediction; one
+    restricted ADD per block and one downsample load per projecting block."""
+    torch.manual_seed(2)
+    model = _randomise_bn(_tiny(name, "4/2/2"), seed=2, negative=False)
+    program = convert(model, mean=MEAN, std=STD)
+    report = _check_exact(model, program, _data(16, size=16, seed=13))
+    assert report.spike_exact == 1.0
+    kinds = [layer.kind for layer in program.layers]
+    assert kinds.count("add") == adds and kinds.count("load") == loads
+
+
 def test_sew_imagenet_stem_agrees():
     """The ImageNet stem (7x7/2 conv, 3x3/2 max-pool with padding) converts the same way."""
     model = _randomise_bn(_tiny("sew_resnet18", "4/2/2"), seed=15)

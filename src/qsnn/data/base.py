@@ -27,7 +27,7 @@ import math
 import operator
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict, Unpack
 
 import numpy as np
 import torch
@@ -39,6 +39,8 @@ from .errors import DataError
 
 __all__ = [
     "BatchIterator",
+    "BatchOptions",
+    "BatchOrder",
     "TensorData",
     "normalize",
     "per_class_split",
@@ -233,34 +235,23 @@ class TensorData(Dataset[Sample]):
             return normalize(x, self.mean, self.std, dtype)
         return x.to(dtype)
 
-    def batches(
-        self,
-        batch_size: int,
-        *,
-        shuffle: bool = False,
-        seed: int = 0,
-        epoch: int = 0,
-        drop_last: bool = False,
-        device: torch.device | str | None = None,
-        augment: bool | Augment | None = None,
-        dtype: torch.dtype = torch.float32,
-        rank: int = 0,
-        world_size: int = 1,
-    ) -> BatchIterator:
-        """Iterate over ``(x, y)`` batches; see :class:`BatchIterator`."""
-        return BatchIterator(
-            self,
-            batch_size,
-            shuffle=shuffle,
-            seed=seed,
-            epoch=epoch,
-            drop_last=drop_last,
-            device=device,
-            augment=augment,
-            dtype=dtype,
-            rank=rank,
-            world_size=world_size,
-        )
+    def batches(self, batch_size: int, **options: Unpack[BatchOptions]) -> BatchIterator:
+        """Iterate over ``(x, y)`` batches; ``options`` as :class:`BatchOrder` takes them."""
+        return BatchIterator(self, batch_size, **options)
+
+
+class BatchOptions(TypedDict, total=False):
+    """The keyword options every ``batches()`` takes (defaults and meaning: :class:`BatchOrder`)."""
+
+    shuffle: bool
+    seed: int
+    epoch: int
+    drop_last: bool
+    device: torch.device | str | None
+    augment: bool | Augment | None
+    dtype: torch.dtype
+    rank: int
+    world_size: int
 
 
 def resolve_augment(default: Augment | None, augment: bool | Augment | None) -> Augment | None:
@@ -297,18 +288,25 @@ def shard_order(
     return order[rank:total:world_size]
 
 
-class BatchIterator:
-    """Batches of a :class:`TensorData`: ``(x, y)`` with ``x`` float on ``device``.
+class BatchOrder:
+    """What every batch iterator shares: the sample order of one epoch and the batch settings.
 
-    Static: ``x`` is ``[B, C, H, W]`` normalized; events: ``x`` is time-major
-    ``[T, B, 2, H, W]`` float counts. ``y`` is int64 ``[B]``. The order and the augmentation
-    are fixed by ``(seed, epoch)`` (and ``rank`` for the augmentation), whatever the device.
+    Args:
+        data: the split (anything with ``len()``, ``augment`` and ``device``).
+        batch_size: samples per batch (the last batch is smaller unless ``drop_last``).
+        shuffle, seed, epoch: a permutation fixed by ``(seed, epoch)``, or the stored order.
+        drop_last: drop the last incomplete batch.
+        device: where batches go (default: the data's device).
+        augment: ``True`` for the dataset's default augmentation, an :class:`Augment`, or none.
+        dtype: the float type of ``x``.
+        rank, world_size: this process's shard of the order (:func:`shard_order`).
+
     ``len()`` is the number of batches.
     """
 
     def __init__(
         self,
-        data: TensorData,
+        data: Any,
         batch_size: int,
         *,
         shuffle: bool = False,
@@ -345,9 +343,25 @@ class BatchIterator:
         n = len(self.order)
         return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
 
+    def augment_generator(self) -> torch.Generator:
+        """The augmentation's random stream, fixed by ``(seed, epoch, rank)``."""
+        return torch.Generator().manual_seed(derive_seed(self.seed, self.epoch, self.rank, "aug"))
+
+
+class BatchIterator(BatchOrder):
+    """Batches of a :class:`TensorData`: ``(x, y)`` with ``x`` float on ``device``.
+
+    Static: ``x`` is ``[B, C, H, W]`` normalized; events: ``x`` is time-major
+    ``[T, B, 2, H, W]`` float counts. ``y`` is int64 ``[B]``. The order and the augmentation
+    are fixed by ``(seed, epoch)`` (and ``rank`` for the augmentation), whatever the device.
+    Options as :class:`BatchOrder`.
+    """
+
+    data: TensorData
+
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         data = self.data
-        gen = torch.Generator().manual_seed(derive_seed(self.seed, self.epoch, self.rank, "aug"))
+        gen = self.augment_generator()
         order = self.order.to(data.inputs.device)
         for i in range(len(self)):
             lo, hi = i * self.batch_size, min((i + 1) * self.batch_size, len(order))

@@ -22,7 +22,7 @@ import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Unpack
 
 import numpy as np
 import torch
@@ -31,13 +31,13 @@ from torch.utils.data import DataLoader, Dataset
 
 from .augment import Augment
 from .base import (
+    BatchOptions,
+    BatchOrder,
     Sample,
     collate_samples,
     derive_seed,
     normalize,
-    resolve_augment,
     sample_index,
-    shard_order,
 )
 from .errors import CorruptDataError, DataError, MissingDataError, require
 from .registry import register_dataset
@@ -152,6 +152,11 @@ class ImageFolderData(Dataset[Sample]):
         return len(self.classes)
 
     @property
+    def device(self) -> torch.device:
+        """Where decoded batches start: the CPU (``batches(device=...)`` moves them)."""
+        return torch.device("cpu")
+
+    @property
     def sample_shape(self) -> tuple[int, ...]:
         return (3, self.image_size, self.image_size)
 
@@ -175,56 +180,34 @@ class ImageFolderData(Dataset[Sample]):
         return normalize(x, self.mean, self.std, dtype)
 
     def batches(
-        self,
-        batch_size: int,
-        *,
-        shuffle: bool = False,
-        seed: int = 0,
-        epoch: int = 0,
-        drop_last: bool = False,
-        device: torch.device | str | None = None,
-        augment: bool | Augment | None = None,
-        dtype: torch.dtype = torch.float32,
-        rank: int = 0,
-        world_size: int = 1,
-        workers: int = 4,
+        self, batch_size: int, *, workers: int = 4, **options: Unpack[BatchOptions]
     ) -> ImageBatchIterator:
-        """Batches ``(x [B, 3, S, S] float, y [B])``, like :meth:`TensorData.batches`."""
-        return ImageBatchIterator(
-            self, batch_size, shuffle=shuffle, seed=seed, epoch=epoch, drop_last=drop_last,
-            device=device, augment=augment, dtype=dtype, rank=rank, world_size=world_size,
-            workers=workers,
-        )
+        """Batches ``(x [B, 3, S, S] float, y [B])``, like :meth:`TensorData.batches`; images
+        are decoded in ``workers`` DataLoader processes."""
+        return ImageBatchIterator(self, batch_size, workers=workers, **options)
 
 
-class ImageBatchIterator:
-    """Batches of an :class:`ImageFolderData` through a DataLoader; ``len()`` is the count."""
+class ImageBatchIterator(BatchOrder):
+    """Batches of an :class:`ImageFolderData` via a DataLoader (options: :class:`BatchOrder`)."""
+
+    data: ImageFolderData
 
     def __init__(
-        self, data: ImageFolderData, batch_size: int, *, shuffle: bool, seed: int, epoch: int,
-        drop_last: bool, device: torch.device | str | None, augment: bool | Augment | None,
-        dtype: torch.dtype, rank: int, world_size: int, workers: int,
+        self,
+        data: ImageFolderData,
+        batch_size: int,
+        *,
+        workers: int = 4,
+        **options: Unpack[BatchOptions],
     ) -> None:
-        if batch_size < 1:
-            raise DataError(f"batch_size must be >= 1; got {batch_size}")
-        self.data, self.batch_size, self.drop_last = data, batch_size, drop_last
-        self.device = torch.device(device) if device is not None else torch.device("cpu")
-        self.augment = resolve_augment(data.augment, augment)
-        self.dtype, self.seed, self.epoch, self.rank = dtype, seed, epoch, rank
+        super().__init__(data, batch_size, **options)
         self.workers = workers
-        self.order = shard_order(
-            len(data), shuffle=shuffle, seed=seed, epoch=epoch, drop_last=drop_last, rank=rank,
-            world_size=world_size,
-        ).tolist()
-
-    def __len__(self) -> int:
-        n = len(self.order)
-        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         d = self.data
+        order = self.order.tolist()
         chunks = [
-            self.order[i * self.batch_size : (i + 1) * self.batch_size] for i in range(len(self))
+            order[i * self.batch_size : (i + 1) * self.batch_size] for i in range(len(self))
         ]
         loader = DataLoader(
             _DecodeImages(d.files, d.labels, d.image_size, d.random_crop, self.seed, self.epoch),
@@ -232,7 +215,7 @@ class ImageBatchIterator:
             num_workers=self.workers,
             pin_memory=self.device.type == "cuda",
         )
-        gen = torch.Generator().manual_seed(derive_seed(self.seed, self.epoch, self.rank, "aug"))
+        gen = self.augment_generator()
         for x, y in loader:
             x = x.to(self.device, non_blocking=True)  # uint8 [B, 3, S, S]
             y = y.to(self.device, non_blocking=True)

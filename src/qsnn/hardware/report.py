@@ -19,6 +19,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
+from .._table import layer_table
 from ..allocation import FLOAT_WEIGHT_BITS, Bits
 from ..bitwidth import declared_weight_bits
 from ..metrics.tracker import OpRecord, run_tracked
@@ -177,24 +178,20 @@ class HardwareReport:
             f"{'layer':<28} {'GEMM MxKxN':>16} {'S':>3} {'tiles':>6} {'compute':>10} "
             f"{'DMA':>9} {'post':>8} {'cycles':>10} {'bound':>7} {'util':>6}"
         )
-        lines = [head, "-" * len(head)]
-        rows = self.layers if max_rows is None else self.layers[:max_rows]
-        for r in rows:
-            name = r.name if len(r.name) <= 28 else "..." + r.name[-25:]
-            bound = r.bound + ("*" if r.weight_load_limited else "")
-            lines.append(
+        t = self.totals
+        lines = layer_table(
+            head,
+            self.layers,
+            lambda name, r: (
                 f"{name:<28} {r.gemm.label():>16} {r.gemm.slices:3d} {r.tiles:6d} "
                 f"{r.compute_cycles:10d} {r.dma_cycles:9d} {r.post_cycles:8d} {r.cycles:10d} "
-                f"{bound:>7} {r.utilization:6.1%}"
-            )
-        if max_rows is not None and len(self.layers) > max_rows:
-            lines.append(f"... {len(self.layers) - max_rows} more layers")
-        t = self.totals
-        lines.append("-" * len(head))
-        lines.append(
+                f"{r.bound + ('*' if r.weight_load_limited else ''):>7} {r.utilization:6.1%}"
+            ),
             f"{'total':<28} {'':>16} {'':>3} {sum(r.tiles for r in self.layers):6d} "
             f"{int(t['compute_cycles']):10d} {int(t['dma_cycles']):9d} {'':>8} "
-            f"{self.cycles:10d} {'':>7} {t['utilization']:6.1%}"
+            f"{self.cycles:10d} {'':>7} {t['utilization']:6.1%}",
+            name_width=28,
+            max_rows=max_rows,
         )
         alloc = f" at {self.bits} (T*b_s = {self.bits.t * self.bits.s})" if self.bits else ""
         lines.append(

@@ -33,6 +33,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
+from .._table import layer_table
 from ..allocation import FLOAT_WEIGHT_BITS, Bits
 from ..bitwidth import declared_weight_bits
 from .energy import DEFAULT_ENERGY, EnergyModel
@@ -145,24 +146,21 @@ class Profile:
             f"{'BB':>4} {'fr':>6} {'dens':>6} {f'S-ACE({unit})':>9} {f'SOPs({unit})':>9} "
             f"{f'NS-ACE({unit})':>9} {'params(K)':>9}"
         )
-        lines = [head, "-" * len(head)]
-        rows = self.layers if max_rows is None else self.layers[:max_rows]
-        for r in rows:
-            name = r.name if len(r.name) <= 34 else "..." + r.name[-31:]
-            mark = "" if r.counted else "*"
-            lines.append(
-                f"{name:<34} {r.kind + mark:<6} {r.macs / 1e6:9.3f} {r.t_op:3d} {r.b_w:3d} "
-                f"{r.b_in:4d} {r.budget:4d} {r.fr:6.3f} {r.density:6.3f} {r.s_ace / scale:9.4f} "
-                f"{r.sops / scale:9.4f} {r.ns_ace / scale:9.4f} {r.params / 1e3:9.1f}"
-            )
-        if max_rows is not None and len(self.layers) > max_rows:
-            lines.append(f"... {len(self.layers) - max_rows} more layers")
         t = self.totals
-        lines.append("-" * len(head))
-        lines.append(
+        lines = layer_table(
+            head,
+            self.layers,
+            lambda name, r: (
+                f"{name:<34} {r.kind + ('' if r.counted else '*'):<6} {r.macs / 1e6:9.3f} "
+                f"{r.t_op:3d} {r.b_w:3d} {r.b_in:4d} {r.budget:4d} {r.fr:6.3f} {r.density:6.3f} "
+                f"{r.s_ace / scale:9.4f} {r.sops / scale:9.4f} {r.ns_ace / scale:9.4f} "
+                f"{r.params / 1e3:9.1f}"
+            ),
             f"{'total':<34} {'':<6} {t['macs'] / 1e6:9.3f} {'':>3} {'':>3} {'':>4} {'':>4} "
             f"{'':>6} {'':>6} {t['s_ace'] / scale:9.4f} {t['sops'] / scale:9.4f} "
-            f"{t['ns_ace'] / scale:9.4f} {self.params / 1e3:9.1f}"
+            f"{t['ns_ace'] / scale:9.4f} {self.params / 1e3:9.1f}",
+            name_width=34,
+            max_rows=max_rows,
         )
         alloc = f"{self.bits} (budget {self.bits.budget})" if self.bits else "float model"
         lines.append(

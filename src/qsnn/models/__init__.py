@@ -12,6 +12,7 @@ state is kept between calls. ``model.bits``, ``model.policy`` and ``model.set_bi
 and change the allocation.
 """
 
+from . import sew_resnet, spikformer
 from ._base import SpikingModel
 from ._factory import create_model
 from ._registry import (
@@ -33,28 +34,9 @@ from .layers import (
     SpikingStem,
 )
 from .resnet19 import ResNet19, resnet19
-from .sew_resnet import (
-    SEWResNet,
-    sew_resnet18,
-    sew_resnet18_cifar,
-    sew_resnet34,
-    sew_resnet34_cifar,
-    sew_resnet50,
-    sew_resnet50_cifar,
-)
+from .sew_resnet import *  # noqa: F403  (the SEW-ResNet family: its __all__)
 from .small import SmallConvNet, small_convnet
-from .spikformer import (
-    Spikformer,
-    spikformer_2_256_dvs,
-    spikformer_2_384_cifar,
-    spikformer_4_256_cifar,
-    spikformer_4_384_cifar,
-    spikformer_6_512,
-    spikformer_8_384,
-    spikformer_8_512,
-    spikformer_8_768,
-    spikformer_10_512,
-)
+from .spikformer import *  # noqa: F403  (the Spikformer family: its __all__)
 
 __all__ = [
     "ConvBN",
@@ -66,9 +48,7 @@ __all__ = [
     "ResNet19",
     "RestrictedAdd",
     "SEWAdd",
-    "SEWResNet",
     "SmallConvNet",
-    "Spikformer",
     "SpikingModel",
     "SpikingStem",
     "create_model",
@@ -78,20 +58,7 @@ __all__ = [
     "model_info",
     "register_model",
     "resnet19",
-    "sew_resnet18",
-    "sew_resnet18_cifar",
-    "sew_resnet34",
-    "sew_resnet34_cifar",
-    "sew_resnet50",
-    "sew_resnet50_cifar",
     "small_convnet",
-    "spikformer_2_256_dvs",
-    "spikformer_2_384_cifar",
-    "spikformer_4_256_cifar",
-    "spikformer_4_384_cifar",
-    "spikformer_6_512",
-    "spikformer_8_384",
-    "spikformer_8_512",
-    "spikformer_8_768",
-    "spikformer_10_512",
+    *sew_resnet.__all__,
+    *spikformer.__all__,
 ]

@@ -41,6 +41,14 @@ def _check_shared_grids(model: nn.Module, policy: BitsPolicy) -> None:
 class SpikingModel(nn.Module):
     """Base class of the zoo: time-major spiking classifiers built at one bit allocation.
 
+    Constructor arguments every zoo model takes (keyword-only):
+        bits: allocation ``b_w/b_s/T`` (a ``Bits``, ``"4/2/2"`` or a ``BitsPolicy``).
+        num_classes, in_channels, img_size: classifier width and native input size.
+        overrides: per-layer widths by module-name pattern, e.g. ``{"stem.*": 8, "head": 8}``.
+        neuron: ``SpikeNeuron`` settings for every neuron (``tau``, ``theta``, ``reset``,
+            ``level_scale``, ...); quant: weight-quantizer settings (``per_channel``,
+            ``learn_scale``).
+
     Attributes:
         bits: the default allocation ``b_w/b_s/T`` (a ``Bits``).
         policy: the ``BitsPolicy`` applied (default plus per-layer overrides).

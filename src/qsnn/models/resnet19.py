@@ -73,13 +73,11 @@ class ResNet19(SpikingModel):
     """ResNet-19 (Zheng et al. 2021; TET layout), all layers at the model's allocation.
 
     Args:
-        bits: allocation ``b_w/b_s/T`` (a ``Bits``, ``"4/2/2"`` or a ``BitsPolicy``).
-        num_classes, in_channels, img_size: classifier width and native input size.
+        bits, num_classes, in_channels, img_size, overrides, neuron, quant: as every zoo model
+            takes them (:class:`~qsnn.models.SpikingModel`).
         stem_width: stem channels (64 in the reference code).
         widths: the three stages' widths and ``fc1``'s (``128, 256, 512, 256``; smaller values
             make a narrow variant for quick tests).
-        overrides: per-layer widths by module-name pattern, e.g. ``{"stem.*": 8, "head": 8}``.
-        neuron: ``SpikeNeuron`` settings; quant: weight-quantizer settings.
     """
 
     def __init__(

@@ -123,14 +123,11 @@ class SEWResNet(SpikingModel):
     Args:
         block: ``SEWBasicBlock`` or ``SEWBottleneck``.
         layers: blocks per stage, e.g. ``(3, 4, 6, 3)`` for SEW-ResNet-34.
-        bits: allocation ``b_w/b_s/T`` (a ``Bits``, ``"4/2/2"`` or a ``BitsPolicy``).
-        num_classes, in_channels, img_size: classifier width and native input size.
+        bits, num_classes, in_channels, img_size, overrides, neuron, quant: as every zoo model
+            takes them (:class:`~qsnn.models.SpikingModel`).
         stem: ``"imagenet"`` (7x7/2 conv + 3x3/2 max-pool) or ``"cifar"`` (3x3/1 conv, no pool).
         widths: the stem's and the four stages' base widths (``64, 128, 256, 512``; smaller
             values make a narrow variant for quick tests).
-        overrides: per-layer widths by module-name pattern, e.g. ``{"stem.*": 8, "head": 8}``.
-        neuron: ``SpikeNeuron`` settings (``tau``, ``theta``, ``reset``, ...).
-        quant: weight-quantizer settings (``per_channel``, ``learn_scale``).
 
     Modules: ``stem`` (its conv computed once for static input), ``layer1..4``, ``pool``,
     ``head`` (per-step classifier) and ``readout`` (mean over ``T``).

@@ -29,12 +29,10 @@ class SmallConvNet(SpikingModel):
     """VGG-style 5-conv spiking net (SPEC §11), all layers at the model's allocation.
 
     Args:
-        bits: allocation ``b_w/b_s/T`` (a ``Bits``, ``"4/2/2"`` or a ``BitsPolicy``).
-        num_classes, in_channels, img_size: classifier width and input size (the classifier's
-            width depends on ``img_size``: ``128 * (H // 8) * (W // 8)`` features).
-        widths: the five conv widths.
-        overrides: per-layer widths by module-name pattern, e.g. ``{"stem.*": 8, "head": 8}``.
-        neuron: ``SpikeNeuron`` settings; quant: weight-quantizer settings.
+        bits, num_classes, in_channels, img_size, overrides, neuron, quant: as every zoo model
+            takes them (:class:`~qsnn.models.SpikingModel`).
+        widths: the five conv widths (the classifier takes ``widths[4] * (H // 8) * (W // 8)``
+            features, so it depends on ``img_size``).
     """
 
     def __init__(

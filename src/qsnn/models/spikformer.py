@@ -173,13 +173,11 @@ class Spikformer(SpikingModel):
 
     Args:
         depth, dim, num_heads, mlp_ratio: ``L`` blocks of width ``D``, heads, MLP expansion.
-        bits: allocation ``b_w/b_s/T`` (a ``Bits``, ``"4/2/2"`` or a ``BitsPolicy``).
-        num_classes, in_channels, img_size: classifier width and native input size.
+        bits, num_classes, in_channels, img_size, overrides, neuron, quant: as every zoo model
+            takes them (:class:`~qsnn.models.SpikingModel`).
         num_pools: SPS max-pools (1..4), after the last ``num_pools`` conv stages.
         qkv_bias: biases on the ``q, k, v`` linears (CIFAR code: yes; ImageNet/DVS code: no).
         scale: attention scale (0.125; 0.25 in the DVS code).
-        overrides: per-layer widths by module-name pattern, e.g. ``{"stem.*": 8, "head": 8}``.
-        neuron: ``SpikeNeuron`` settings; quant: weight-quantizer settings.
 
     Modules: ``stem`` (first SPS conv, computed once for static input), ``sps``, ``blocks``,
     ``head`` (per step, on the mean over tokens) and ``readout`` (mean over ``T``).
