@@ -102,7 +102,7 @@ def membrane_step(
     u = h / theta
     k = torch.clamp(torch.floor(u), 0, levels)
     if hard:
-        v_next = torch.where(u >= 1, torch.full_like(h, v_reset), h)
+        v_next = torch.where(u >= 1, v_reset, h)  # a scalar: no [N] buffer of v_reset
     else:
         v_next = h - k * theta
     return u, k, v_next
@@ -146,7 +146,8 @@ def backward_kernel(
     for t in range(steps):
         u, k, v = membrane_step(_step(x, t).to(theta.dtype), v, theta, beta, v_reset, levels, hard)
         us.append(u)
-        ks.append(k)
+        if need_theta:  # only d/dtheta reads the levels; eagerly, keeping them costs memory
+            ks.append(k)
     grads: list[Tensor] = [x[0]] * steps
     grad_theta = None
     grad_v = None
