@@ -123,7 +123,13 @@ def _close_names(key: str, n: int = 3, cutoff: float = 0.5) -> list[str]:
 
 
 def dataset_spec(name: str) -> DatasetSpec:
-    """The :class:`DatasetSpec` of ``name``; unknown names suggest close matches."""
+    """The :class:`DatasetSpec` of ``name``; unknown names suggest close matches, and a name
+    that is not a string (``None``, a number) names the valid datasets."""
+    if not isinstance(name, str):
+        raise DataError(
+            f"a dataset name must be a string; got {name!r} ({type(name).__name__}); "
+            f"known: {', '.join(list_datasets())}"
+        )
     key = _norm(name)
     if key in _ALIASES:
         return _REGISTRY[_ALIASES[key]]
@@ -165,7 +171,7 @@ def get_dataset(
     """
     spec = dataset_spec(name)
     opts = {k: v for k, v in options.items() if v is not None}
-    if split not in spec.splits:
+    if not isinstance(split, str) or split not in spec.splits:
         raise DataError(f"{spec.title} has splits {', '.join(spec.splits)}; got split={split!r}")
     if spec.kind == "events":
         if time_steps is None:
