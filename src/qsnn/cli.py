@@ -9,16 +9,113 @@ keeps its traceback; ``--debug`` shows the traceback of every error.
 from __future__ import annotations
 
 import argparse
+import errno
+import functools
 import json
+import math
 import os
 import sys
+import tempfile
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn
 
 from ._cli_options import add_train_flags, check_model_options, train_values
 from .allocation import Bits, allocations
 
 __all__ = ["main"]
+
+
+# -- flag values ------------------------------------------------------------------------------
+# Checked by argparse, so a bad value is one "qsnn CMD: error: argument --flag: ..." line before
+# anything is loaded.
+
+
+def _count(minimum: int) -> Callable[[str], int]:
+    """An integer flag of at least ``minimum``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer; got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}; got {value}")
+        return value
+
+    parse.__name__ = "integer"
+    return parse
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number; got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0; got {text!r}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1]; got {text!r}") from None
+    if not 0.0 <= value <= 1.0:  # also refuses nan, which no comparison would fail
+        raise argparse.ArgumentTypeError(f"must be in [0, 1]; got {text!r}")
+    return value
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers such as 1,2,4; got {text!r}"
+        ) from None
+    if any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"every value must be at least 1; got {text!r}")
+    return values
+
+
+def _writable_dir(path: str, flag: str) -> None:
+    """Fail now, before data is loaded or a model built, if ``path`` cannot be a directory that
+    qsnn writes into: creates it (as the command would) and writes and removes a probe file."""
+    if os.path.isfile(path):
+        raise ValueError(f"{flag} {path} is an existing file, not a directory")
+    try:
+        os.makedirs(path, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".qsnn-probe-", dir=path)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise ValueError(f"{flag} {path} is not writable: {err.strerror or err}") from None
+
+
+def _writable_file(path: str, flag: str) -> None:
+    """Fail now if ``path`` cannot be written as a file (its folder is created as it would be)."""
+    if os.path.isdir(path):
+        raise ValueError(f"{flag} {path} is a directory, not a file")
+    _writable_dir(os.path.dirname(os.path.abspath(path)), flag)
+    if os.path.exists(path) and not os.access(path, os.W_OK):
+        raise ValueError(f"{flag} {path} is not writable: permission denied")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one hint: a value that starts with ``-`` (``qsnn bits -1/2/2``) is read as
+    a flag, and ``--`` before it makes it a value."""
+
+    def __init__(self, *args: Any, argv: Sequence[str] = (), **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.argv = tuple(argv)
+
+    def error(self, message: str) -> NoReturn:
+        dashed = [a for a in self.argv if len(a) > 1 and a[0] == "-" and a[1].isdigit()]
+        if dashed and ("required" in message or "unrecognized" in message):
+            message += (f" ({dashed[0]!r} was read as a flag; put values that start with '-' "
+                        f"after '--', e.g. qsnn {self.prog.split()[-1]} -- {dashed[0]})")
+        super().error(message)
 
 
 def _cmd_bits(args: argparse.Namespace) -> int:
@@ -95,7 +192,7 @@ def _add_model_args(p: argparse.ArgumentParser, bits_help: str) -> None:
     p.add_argument("--model", required=True, help="registered model name (see `qsnn models`)")
     p.add_argument("--bits", required=True, help=bits_help)
     p.add_argument("--input-size", help="CxHxW or HxW or H (default: the model's own)")
-    p.add_argument("--num-classes", type=int, help="classifier width (default: the model's)")
+    p.add_argument("--num-classes", type=_count(1), help="classifier width (default: the model's)")
 
 
 def _cmd_profile(args: argparse.Namespace) -> int:
@@ -104,6 +201,8 @@ def _cmd_profile(args: argparse.Namespace) -> int:
     from .metrics import profile
     from .models import create_model
 
+    if args.json:
+        _writable_file(args.json, "--json")
     model = create_model(args.model, bits=args.bits, **_model_shape(args))
     channels, height, width = model.input_size
     gen = torch.Generator().manual_seed(args.seed)
@@ -185,6 +284,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     _setup_logging()
     config = _train_config(args)
     out = args.out or f"runs/{config.model}-{config.dataset}-{config.bits.replace('/', '-')}"
+    _writable_dir(out, "--out")
     if args.resume and os.path.exists(os.path.join(out, "config.json")):
         config = _resume_config(args, out)
     result = train(config, out, resume=args.resume)
@@ -230,7 +330,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     from .sweep import build_report, dry_run, plan_sweep, sweep
 
     _setup_logging()
-    weights = [int(w) for w in args.weights.split(",")] if args.weights else None
+    weights = args.weights
     explicit = args.allocations.split(",") if args.allocations else None
     plan = plan_sweep(args.budget, weights=weights, explicit=explicit, powers_of_two=not args.any)
     base = _train_config(args)
@@ -248,6 +348,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
             )
         return 0
     out = args.out or f"runs/sweep-{base.model}-{base.dataset}-b{args.budget or 'list'}"
+    _writable_dir(out, "--out")
     sweep(base, plan, out, seeds=args.seeds)
     report = build_report(out)
     print(report.table())
@@ -274,6 +375,8 @@ def _cmd_hw(args: argparse.Namespace) -> int:
         accel = accel.with_array(args.array)
     changes = {"clock_hz": args.clock, "dma_bytes_per_cycle": args.dma}
     accel = accel.replace(**{k: v for k, v in changes.items() if v is not None})
+    if args.json and args.json != "-":
+        _writable_file(args.json, "--json")
     shape = _model_shape(args)
     reports = [estimate_model(args.model, b.strip(), accel=accel, **shape)
                for b in args.bits.split(",")]
@@ -315,6 +418,8 @@ def _cmd_deploy(args: argparse.Namespace) -> int:
     from .deploy import convert
     from .train import load_run
 
+    if args.out:
+        (_writable_file if args.out.endswith(".npz") else _writable_dir)(args.out, "--out")
     model, config, data = load_run(args.run_dir, which=args.which)
     test = data.test
     if test.kind != "static":
@@ -332,6 +437,8 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 
     from .deploy import load_program, verify_run
 
+    if args.json:
+        _writable_file(args.json, "--json")
     stored = Path(args.program) if args.program else Path(args.run_dir) / "deploy"
     use_stored = bool(args.program) or (stored / "program.npz").is_file()
     program = load_program(stored) if use_stored else None
@@ -363,16 +470,22 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 _DEBUG_HELP = "show the traceback of an error (bad input too, not only bugs)"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
+    """The ``qsnn`` parser; ``argv`` (the command line it will parse) only shapes its error
+    hints."""
+    parser = _Parser(
         prog="qsnn",
         description="Quantized spiking neural networks under a bit budget T*b_w*b_s.",
+        argv=argv,
     )
     from . import __version__
 
     parser.add_argument("--version", action="version", version=f"qsnn {__version__}")
     parser.add_argument("--debug", action="store_true", help=_DEBUG_HELP)
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND",
+        parser_class=functools.partial(_Parser, argv=argv),
+    )
 
     p = sub.add_parser("bits", help="show an allocation b_w/b_s/T and its bit budget")
     p.add_argument("bits", help="allocation 'b_w/b_s/T', e.g. 4/2/2")
@@ -380,7 +493,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_bits)
 
     p = sub.add_parser("allocations", help="list every allocation of a bit budget")
-    p.add_argument("--budget", type=int, required=True, help="bit budget T*b_w*b_s")
+    p.add_argument("--budget", type=_count(1), required=True, help="bit budget T*b_w*b_s")
     p.add_argument("--w", type=int, help="fix weight bits b_w")
     p.add_argument("--s", type=int, help="fix spike bits b_s")
     p.add_argument("--t", type=int, help="fix time steps T")
@@ -390,9 +503,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("profile", help="count MACs, params, S-ACE, SOPs, NS-ACE of a model")
     _add_model_args(p, "allocation b_w/b_s/T, e.g. 4/2/2")
-    p.add_argument("--batch", type=int, default=2, help="example batch size (default 2)")
+    p.add_argument("--batch", type=_count(1), default=2, help="example batch size (default 2)")
     p.add_argument("--counting", choices=("exact", "paper"), default="exact")
-    p.add_argument("--input-bits", type=int, default=8, help="raw input width (default 8)")
+    p.add_argument("--input-bits", type=_count(1), default=8, help="raw input width (default 8)")
     p.add_argument(
         "--time-major",
         action="store_true",
@@ -409,11 +522,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("sweep", help="train every allocation of a bit budget and report")
-    p.add_argument("--budget", type=int, help="bit budget T*b_w*b_s")
-    p.add_argument("--weights", help="only these b_w, comma-separated (e.g. 1,2,4)")
+    p.add_argument("--budget", type=_count(1), help="bit budget T*b_w*b_s")
+    p.add_argument("--weights", type=_int_list, help="only these b_w, comma-separated (e.g. 1,2,4)")
     p.add_argument("--allocations", help="explicit list, e.g. 4/4/1,1/1/16")
     p.add_argument("--any", action="store_true", help="allow fields that are not powers of two")
-    p.add_argument("--seeds", type=int, default=1, help="seeds per allocation (default 1)")
+    p.add_argument("--seeds", type=_count(1), default=1, help="seeds per allocation (default 1)")
     p.add_argument(
         "--dry-run",
         action="store_true",
@@ -429,9 +542,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="re-evaluate a finished run and print its profile")
     p.add_argument("run_dir", help="a run directory written by `qsnn train`")
-    p.add_argument("--time-steps", type=int, help="evaluate at another T")
+    p.add_argument("--time-steps", type=_count(1), help="evaluate at another T")
     p.add_argument("--which", choices=("best", "last"), default="best")
-    p.add_argument("--batches", type=int, default=8, help="test batches for firing rates")
+    p.add_argument("--batches", type=_count(1), default=8, help="test batches for firing rates")
     p.set_defaults(func=_cmd_eval)
 
     p = sub.add_parser("models", help="list the registered models")
@@ -441,15 +554,15 @@ def build_parser() -> argparse.ArgumentParser:
         "demo", help="train a tiny quantized SNN on a toy problem, check the bit-serial identity"
     )
     p.add_argument("--bits", default="2/2/2", help="allocation b_w/b_s/T (default 2/2/2)")
-    p.add_argument("--steps", type=int, default=200, help="training steps (default 200)")
+    p.add_argument("--steps", type=_count(1), default=200, help="training steps (default 200)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser("hw", help="cycles, latency, fps and energy on the bit-serial accelerator")
     _add_model_args(p, "allocation b_w/b_s/T, or a comma list")
     p.add_argument("--array", help="PE array ROWSxCOLS (default 32x16)")
-    p.add_argument("--clock", type=float, help="clock in Hz (default 200e6)")
-    p.add_argument("--dma", type=float, help="DMA bytes per cycle (default 16)")
+    p.add_argument("--clock", type=_positive_float, help="clock in Hz (default 200e6)")
+    p.add_argument("--dma", type=_positive_float, help="DMA bytes per cycle (default 16)")
     p.add_argument(
         "--json",
         nargs="?",
@@ -469,12 +582,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", help="a run directory written by `qsnn train`")
     p.add_argument("--program", help="a stored program (default RUN_DIR/deploy if present)")
     p.add_argument("--which", choices=("best", "last"), default="best")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--limit", type=int, help="only the first N test samples")
+    p.add_argument("--batch-size", type=_count(1), default=64, help="samples per batch")
+    p.add_argument("--limit", type=_count(1), help="only the first N test samples")
     p.add_argument("--dense", action="store_true", help="integer but not bit-serial (faster)")
     p.add_argument(
         "--min-agreement",
-        type=float,
+        type=_fraction,
         default=0.995,
         help="exit 1 below this prediction agreement (default 0.995)",
     )
@@ -490,7 +603,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # run (tens of CPU-seconds, even when nothing is compiled); one in-process thread suffices
     # for qsnn's two small fused kernels. Must be set before torch._inductor is imported.
     os.environ.setdefault("TORCHINDUCTOR_COMPILE_THREADS", "1")
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     try:
         return args.func(args)
@@ -512,6 +626,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 _PACKAGE_DIR = os.path.dirname(os.path.realpath(__file__))
 
+#: File-system conditions that are the machine's or the user's to fix, not qsnn bugs: one line
+#: even when the error carries no file name (a full disk inside torch.save's writer).
+_ENVIRONMENT_ERRNOS = frozenset({
+    errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENAMETOOLONG,
+    errno.ENOTDIR, errno.EISDIR, errno.EEXIST, errno.ENOENT, errno.EFBIG, errno.ENOTEMPTY,
+    errno.ELOOP, errno.EBUSY, errno.EMFILE, errno.ENFILE, errno.EIO,
+})
+
 
 def _error_exit(err: Exception) -> tuple[int | None, str]:
     """The exit status and the one line for an error that is the user's to fix; ``None`` for
@@ -525,6 +647,8 @@ def _error_exit(err: Exception) -> tuple[int | None, str]:
         return 3, f"qsnn: error: {err}"
     if isinstance(err, OSError) and err.filename is not None:
         return 2, f"qsnn: error: {err.filename}: {err.strerror or err}"
+    if isinstance(err, OSError) and err.errno in _ENVIRONMENT_ERRNOS:
+        return 2, f"qsnn: error: {err.strerror or err}"
     if _is_user_error(err):
         return 2, f"qsnn: error: {err}"
     return None, ""

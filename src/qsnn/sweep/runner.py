@@ -12,7 +12,6 @@ finished runs and resumes an interrupted one from its checkpoint.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Sequence
@@ -24,6 +23,7 @@ from ..allocation import Bits, allocations
 from ..io import write_json_atomic
 from ..train import TrainConfig
 from ..train.engine import CHECKPOINT
+from .report import read_json_object
 
 __all__ = ["dry_run", "plan_sweep", "run_dir_name", "sweep"]
 
@@ -137,12 +137,14 @@ def sweep(
     settings = {"base": base.to_dict(), "allocations": [str(b) for b in plan], "seeds": seeds}
     previous = out / "sweep.json"
     if previous.exists():
-        old = json.loads(previous.read_text())
-        if old.get("base", {}).get("model") not in (None, base.model) or old.get("base", {}).get(
-            "dataset"
-        ) not in (None, base.dataset):
+        old = read_json_object(previous, "sweep file").get("base")
+        old = old if isinstance(old, dict) else {}
+        if old.get("model") not in (None, base.model) or old.get("dataset") not in (
+            None,
+            base.dataset,
+        ):
             raise ValueError(
-                f"{out} holds a sweep of {old['base']['model']} on {old['base']['dataset']}; "
+                f"{out} holds a sweep of {old.get('model')} on {old.get('dataset')}; "
                 "choose another --out"
             )
     write_json_atomic(previous, settings)
@@ -158,7 +160,7 @@ def sweep(
                 log.info(
                     "[%d/%d] %s seed %d: finished before, skipped", done, total, bits, base.seed + k
                 )
-                results.append(json.loads(result_path.read_text()))
+                results.append(read_json_object(result_path, "run result"))
                 continue
             resume = (run / CHECKPOINT).exists()
             log.info(
