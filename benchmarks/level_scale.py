@@ -82,6 +82,31 @@ def same_run(name: str, bits: str) -> str | None:
     return next((other for other, o in OPTIONS.items() if o == twin), None)
 
 
+def calibrated_twin(out: Path, name: str, bits: str, seed: int) -> str | None:
+    """The fixed option whose run this is, when a calibrated (not learned) ``data`` step came
+    out equal to that option's ``theta`` in every layer: the rule acts on the first training
+    batch only, so from then on the two runs are the same computation. Read from the run's
+    checkpoint (after its first epoch); ``None`` before one exists or when any layer differs.
+    (At ``1/2/2`` the power-of-two rounding of ``2 mean|I| / sqrt(3)`` gives 1 everywhere.)"""
+    opt = OPTIONS[name]
+    ckpt = run_dir(out, name, bits, seed) / "checkpoint.pt"
+    if opt["level_scale"] != "data" or opt["learn_theta"] or not ckpt.exists():
+        return None
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)["model"]
+    steps = [2.0 ** float(v) for k, v in state.items() if k.endswith("level.log2_theta")]
+    for other, o in OPTIONS.items():
+        if o == {**opt, "level_scale": "fixed", "theta": o["theta"]} and steps and all(
+            t == o["theta"] for t in steps
+        ):
+            return other
+    return None
+
+
+def twin_of(out: Path, name: str, bits: str, seed: int) -> str | None:
+    """The option whose run stands for this one (``same_run`` or ``calibrated_twin``)."""
+    return same_run(name, bits) or calibrated_twin(out, name, bits, seed)
+
+
 def run_dir(out: Path, name: str, bits: str, seed: int) -> Path:
     slug = name.replace(" ", "_").replace("=", "").replace(",", "")
     return out / slug / f"{bits.replace('/', '-')}-seed{seed}"
@@ -101,7 +126,7 @@ def work(args: argparse.Namespace) -> None:
     log = logging.getLogger("level_scale")
     for name, bits in jobs(args.all):
         run = run_dir(Path(args.out), name, bits, args.seed)
-        if (run / "result.json").exists() or same_run(name, bits):
+        if (run / "result.json").exists() or twin_of(Path(args.out), name, bits, args.seed):
             continue
         run.mkdir(parents=True, exist_ok=True)
         claim = run / ".claimed"
@@ -152,7 +177,7 @@ def level_use(run: Path, images: int = 1000) -> dict[str, float]:
 def collect(args: argparse.Namespace) -> str:
     rows = []
     for name, bits in jobs(True):
-        twin = same_run(name, bits)
+        twin = twin_of(Path(args.out), name, bits, args.seed)
         run = run_dir(Path(args.out), twin or name, bits, args.seed)
         if not (run / "result.json").exists():
             continue
@@ -177,7 +202,7 @@ def collect(args: argparse.Namespace) -> str:
 
 def _table(rows: list[dict]) -> str:
     """Markdown: one row per option, test (val) accuracy per allocation (``=``: the run of the
-    option that is the same neuron there, see ``same_run``), means over complete rows, level
+    option that is the same neuron there, see ``twin_of``), means over complete rows, level
     entropy per allocation."""
     head = ["option", *[f"{b} test (val)" for b in ALLOCATIONS], "mean test", "mean val",
             "level entropy, bits (of b_s)"]  # fmt: skip
