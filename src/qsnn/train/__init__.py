@@ -4,8 +4,12 @@ A run directory holds ``config.json`` (written first), ``checkpoint.pt`` (the la
 for ``--resume``), ``best.pt`` (the weights of the best validation epoch), ``metrics.jsonl``
 (one line per epoch) and ``result.json`` (accuracies, timings, the final profile). Both
 checkpoints hold the model's construction arguments (``model_args``), so ``load_run`` rebuilds
-the model without the dataset. ``fit`` and ``train`` leave the process's settings (threads,
-deterministic mode, RNG states) as they found them.
+the model without the dataset, and the run's settings (``config``), so a resume that
+contradicts them is refused even without ``config.json``. A checkpoint is written only when
+every tensor in it is finite. While ``fit`` writes a run directory it holds its lock
+(``.lock``; a second writer is refused) and SIGTERM stops it as Ctrl-C does (an exact-resume
+checkpoint, then :class:`TrainingInterrupted`). ``fit`` and ``train`` leave the process's
+settings (threads, deterministic mode, RNG states, signal handlers) as they found them.
 
 Modules: ``engine`` (``fit``, ``train``, ``build_model``, ``load_data``), ``environment``,
 ``state`` (:class:`RunState`), ``optim``, ``loop``, ``evaluation``, ``run``, ``results``,
@@ -18,7 +22,7 @@ out_dir)`` (the package and its main function share the name, as a user expects 
 import sys
 import types
 
-from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .checkpoint import CheckpointError, NonFiniteStateError, load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .engine import (
     NonFiniteLossError,
@@ -29,12 +33,13 @@ from .engine import (
     load_data,
     train,
 )
-from .run import load_run
+from .run import load_run, read_config
 from .state import RunState
 
 __all__ = [
     "CheckpointError",
     "NonFiniteLossError",
+    "NonFiniteStateError",
     "RunState",
     "TrainConfig",
     "TrainingInterrupted",
@@ -44,6 +49,7 @@ __all__ = [
     "load_checkpoint",
     "load_data",
     "load_run",
+    "read_config",
     "save_checkpoint",
     "train",
 ]

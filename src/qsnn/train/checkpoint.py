@@ -1,9 +1,11 @@
-"""Atomic checkpoints that load with ``torch.load(..., weights_only=True)``."""
+"""Atomic checkpoints that load with ``torch.load(..., weights_only=True)``, written only when
+every tensor in them is finite."""
 
 from __future__ import annotations
 
 import os
 import random
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -12,16 +14,67 @@ import torch
 
 from ..io import write_atomic
 
-__all__ = ["CheckpointError", "capture_rng", "load_checkpoint", "restore_rng", "save_checkpoint"]
+__all__ = [
+    "CheckpointError",
+    "NonFiniteLossError",
+    "NonFiniteStateError",
+    "capture_rng",
+    "first_non_finite",
+    "load_checkpoint",
+    "restore_rng",
+    "save_checkpoint",
+]
 
 
 class CheckpointError(ValueError):
     """A checkpoint that is missing, truncated or not a qsnn checkpoint."""
 
 
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+class NonFiniteStateError(NonFiniteLossError):
+    """A tensor to be saved (a weight, a batch-norm statistic, an optimizer moment) holds NaN or
+    infinity: it is not written, the last good checkpoint is kept."""
+
+
+def _tensors(value: Any, name: str) -> Iterator[tuple[str, torch.Tensor]]:
+    """Every tensor inside ``value`` (nested dicts, lists, tuples) with its dotted path."""
+    if isinstance(value, torch.Tensor):
+        yield name, value
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            yield from _tensors(item, f"{name}.{key}" if name else str(key))
+    elif isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            yield from _tensors(item, f"{name}.{index}" if name else str(index))
+
+
+def first_non_finite(state: Any, prefix: str = "") -> tuple[str, str] | None:
+    """``(path, what)`` of the first floating-point tensor in ``state`` that holds NaN or
+    infinity (``what``: ``"nan"``, ``"inf"`` or ``"nan and inf"``), or ``None`` when every
+    tensor is finite. ``path`` is the dotted key path, after ``prefix``."""
+    for name, tensor in _tensors(state, prefix):
+        if not (tensor.is_floating_point() or tensor.is_complex()) or tensor.numel() == 0:
+            continue
+        if bool(torch.isfinite(tensor).all()):
+            continue
+        kinds = [kind for kind, hit in (("nan", tensor.isnan()), ("inf", tensor.isinf()))
+                 if bool(hit.any())]  # fmt: skip
+        return name, " and ".join(kinds)
+    return None
+
+
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
     """``torch.save`` through ``qsnn.io.write_atomic``: a crash leaves the previous checkpoint
-    intact, never a half-written one."""
+    intact, never a half-written one. A state with a non-finite tensor is not written
+    (:class:`NonFiniteStateError`, naming the tensor): the previous file stays."""
+    bad = first_non_finite(state)
+    if bad is not None:
+        raise NonFiniteStateError(
+            f"{bad[0]} holds {bad[1]}: {path} is not written (the previous one, if any, is kept)"
+        )
     return write_atomic(path, lambda handle: torch.save(state, handle))
 
 

@@ -19,9 +19,22 @@ from typing import Any
 
 from ..allocation import Bits
 
-__all__ = ["TrainConfig", "cli_flag", "default_text", "field_type"]
+__all__ = [
+    "RESUMABLE_FIELDS",
+    "TrainConfig",
+    "cli_flag",
+    "default_text",
+    "field_type",
+    "resume_conflicts",
+]
 
 _PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+#: Settings a resumed run may change: they do not affect what it computes. Every other field
+#: shapes the run (model, bits, overrides, options, data, schedule, seed ...), and a resume
+#: that gives another value is refused (:func:`resume_conflicts`).
+RESUMABLE_FIELDS = frozenset({"progress", "threads", "device", "data_root"})
+#: The seeds ``torch.manual_seed`` takes.
+_SEED_RANGE = (-(2**63), 2**64)
 #: The neuron every model had before level scales (configs saved then lack ``precise_bn``).
 _NEURON_BEFORE_LEVEL_SCALES = {"level_scale": "fixed", "learn_theta": False, "pow2_theta": False}
 #: ``data_options`` keys that other fields (or the engine) set: passing them would clash.
@@ -179,6 +192,7 @@ class TrainConfig:
             ("precision", self.precision in _PRECISIONS, f"one of {_PRECISIONS}"),
             ("profile_batches", self.profile_batches >= 0, "an integer >= 0"),
             ("precise_bn", self.precise_bn >= 0, "an integer >= 0"),
+            ("seed", _SEED_RANGE[0] <= self.seed < _SEED_RANGE[1], "an integer in [-2**63, 2**64)"),
             ("threads", self.threads is None or self.threads >= 1, "an integer >= 1"),
             ("device", _valid_device(self.device), "auto, cpu, cuda or cuda:N"),
             ("time_steps_data", self.time_steps_data is None or self.time_steps_data >= 1,
@@ -203,8 +217,9 @@ class TrainConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
-        """Build from a saved dict, ignoring keys a newer or older version does not know.
+    def from_dict(cls, values: Mapping[str, Any]) -> TrainConfig:
+        """Build from a saved dict, ignoring keys a newer or older version does not know;
+        anything but a mapping (a JSON list, a string) is a ``ValueError``.
 
         A config saved before ``precise_bn`` existed describes a run trained without it and
         with the neurons of that time (a fixed ``theta``; a learned one not rounded to a power
@@ -212,6 +227,11 @@ class TrainConfig:
         A ``Bits`` saved as ``{"w": 4, "s": 2, "t": 2}`` (before ``bits`` took a ``Bits``
         explicitly) is read back as ``"4/2/2"``, in ``bits`` and in ``overrides``.
         """
+        if not isinstance(values, Mapping):
+            raise ValueError(
+                f"a training config must be a JSON object (a mapping of setting names to "
+                f"values); got {type(values).__name__}"
+            )
         known = {f.name for f in fields(cls)}
         values = {k: v for k, v in values.items() if k in known}
         if "precise_bn" not in values:
@@ -226,6 +246,17 @@ class TrainConfig:
                 k: Bits(**v) if _is_saved_bits(v) else v for k, v in values["overrides"].items()
             }
         return cls(**values)
+
+
+def resume_conflicts(saved: TrainConfig, given: TrainConfig) -> list[str]:
+    """The settings in which ``given`` contradicts the ``saved`` config of a run it would
+    resume, as ``"--bits '2/2/2' (run: '4/4/1')"`` (flag, the value given, the run's value);
+    empty when it may resume. Fields in :data:`RESUMABLE_FIELDS` may differ."""
+    return [
+        f"{cli_flag(f.name)} {getattr(given, f.name)!r} (run: {getattr(saved, f.name)!r})"
+        for f in fields(TrainConfig)
+        if f.name not in RESUMABLE_FIELDS and getattr(given, f.name) != getattr(saved, f.name)
+    ]
 
 
 def cli_flag(name: str) -> str:

@@ -1,13 +1,15 @@
-"""One training epoch: the steps, Ctrl-C held until a step is complete, mid-epoch resume, and
-the precise batch-norm statistics computed after it."""
+"""One training epoch: the steps, Ctrl-C (and SIGTERM, what schedulers such as Slurm send)
+held until a step is complete, mid-epoch resume, and the precise batch-norm statistics computed
+after it."""
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import sys
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -19,6 +21,7 @@ import torch.nn.functional as F
 
 from ..data import TensorData
 from ..data.base import derive_seed
+from .checkpoint import NonFiniteLossError
 from .config import TrainConfig
 from .environment import TrainEnv
 from .evaluation import channels_last
@@ -28,38 +31,62 @@ from .run import CHECKPOINT, save_state
 from .state import EpochProgress, RunState
 
 __all__ = [
+    "INTERRUPT_SIGNALS",
     "DeferInterrupt",
     "NonFiniteLossError",
     "TrainingInterrupted",
     "precise_bn",
     "progress",
+    "terminate_as_interrupt",
     "train_epoch",
 ]
 
-
-class NonFiniteLossError(RuntimeError):
-    """The loss became NaN or infinite; the last good checkpoint is kept."""
+#: The signals that stop a run the way Ctrl-C does: SIGINT, and SIGTERM (``kill``, Slurm).
+INTERRUPT_SIGNALS: tuple[signal.Signals, ...] = (signal.SIGINT, signal.SIGTERM)
 
 
 class TrainingInterrupted(RuntimeError):
-    """Ctrl-C: the state was saved and the run can be resumed."""
+    """Ctrl-C or SIGTERM: the state was saved and the run can be resumed."""
+
+
+def _in_main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
+@contextlib.contextmanager
+def terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM raises ``KeyboardInterrupt``, as Ctrl-C does, while the block runs (``fit``
+    installs it for its whole duration; a training step defers either signal to its end with
+    :class:`DeferInterrupt`). The previous handler is put back when the block ends. Only in
+    the main thread (signals are delivered there; elsewhere nothing is installed)."""
+    if not _in_main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 
 
 class DeferInterrupt:
-    """Hold Ctrl-C until the training step in progress is complete (a step interrupted half
-    way has updated batch-norm statistics, or some of the weights, but not the step count).
-    A second Ctrl-C stops at once, without saving."""
+    """Hold Ctrl-C or SIGTERM until the training step in progress is complete (a step
+    interrupted half way has updated batch-norm statistics, or some of the weights, but not
+    the step count). A second signal stops at once, without saving."""
 
     def __init__(self) -> None:
         """Not yet installed (see ``__enter__``)."""
         self.requested = False
         self.forced = False
-        self._previous: Any = None
+        self.signal_name = ""
+        """The name of the first signal received (``"SIGINT"``, ``"SIGTERM"``)."""
+        self._previous: dict[int, Any] = {}
 
     def __enter__(self) -> DeferInterrupt:
         """Install the handler (main thread only: signals go there)."""
-        if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
+        if _in_main_thread():
+            for sig in INTERRUPT_SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._handle)
         return self
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
@@ -67,11 +94,14 @@ class DeferInterrupt:
             self.forced = True
             raise KeyboardInterrupt
         self.requested = True
+        self.signal_name = signal.Signals(signum).name
 
     def __exit__(self, *exc: object) -> None:
-        """Put the previous handler back."""
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+        """Put the previous handlers back."""
+        for sig, previous in self._previous.items():
+            # None: a handler not installed from Python; the default is the closest to it.
+            signal.signal(sig, previous if previous is not None else signal.SIG_DFL)
+        self._previous = {}
 
 
 def progress(iterable: Iterable, total: int, enabled: bool, desc: str) -> Iterable:
@@ -97,10 +127,12 @@ def train_epoch(
     state: RunState,
     out: Path | None,
     model_args: dict[str, Any],
+    facts: dict[str, Any] | None = None,
 ) -> dict[str, float]:
     """One epoch of training steps; ``state.step``/``state.partial`` make it resumable
-    mid-epoch (``net`` is ``model`` wrapped by DDP/compile when asked). Ctrl-C saves the state
-    (with ``model_args``) into ``out`` and raises :class:`TrainingInterrupted`."""
+    mid-epoch (``net`` is ``model`` wrapped by DDP/compile when asked). Ctrl-C or SIGTERM
+    saves the state (with ``model_args`` and the run's ``facts``) into ``out`` and raises
+    :class:`TrainingInterrupted`."""
     net.train()
     batches = train_data.batches(
         config.batch_size,
@@ -172,9 +204,10 @@ def train_epoch(
         elapsed += time.perf_counter() - tick
         state.partial = EpochProgress(float(sums[0]), float(sums[1]), float(sums[2]), elapsed)
         if out is not None and env.main:
-            save_state(out, model, optim.state_dict(), state, config, model_args)
+            save_state(out, model, optim.state_dict(), state, config, model_args, facts)
+        by = f" by {interrupt.signal_name}" if interrupt.signal_name == "SIGTERM" else ""
         raise TrainingInterrupted(
-            f"interrupted at epoch {epoch + 1}, step {state.step}; state saved to "
+            f"interrupted{by} at epoch {epoch + 1}, step {state.step}; state saved to "
             f"{out / CHECKPOINT if out else '(no --out)'}; continue with --resume"
         ) from None
     finally:

@@ -5,7 +5,14 @@ for ``--resume``), ``best.pt`` (the weights of the best validation epoch), ``met
 (one line per epoch) and ``result.json``. Both checkpoints carry ``model_args``, the keyword
 arguments of :func:`qsnn.models.create_model` that built the model, so :func:`load_run`
 rebuilds it without loading the dataset; checkpoints written before ``model_args`` existed
-are rebuilt as before, from the configuration and the training split.
+are rebuilt as before, from the configuration and the training split. Both also carry the
+run's configuration (``config``, as in ``config.json``): a resume is checked against it even
+when ``config.json`` is gone. A checkpoint is written only when every tensor in it is finite
+(:func:`non_finite_tensor`).
+
+While a process trains into a run directory it holds the directory's lock
+(:func:`qsnn.io.lock_directory`, the file ``.lock``); opening the directory for training
+removes the temporary files that a process killed in the middle of a write left there.
 """
 
 from __future__ import annotations
@@ -15,11 +22,18 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
+import torch
 import torch.nn as nn
 
 from ..data import DataSplits
-from ..io import write_text_atomic
-from .checkpoint import CheckpointError, capture_rng, load_checkpoint, save_checkpoint
+from ..io import CorruptFileError, read_json_object, write_text_atomic
+from .checkpoint import (
+    CheckpointError,
+    capture_rng,
+    first_non_finite,
+    load_checkpoint,
+    save_checkpoint,
+)
 from .config import TrainConfig
 from .state import RunState
 
@@ -32,6 +46,8 @@ __all__ = [
     "RunData",
     "append_metrics",
     "load_run",
+    "non_finite_tensor",
+    "read_config",
     "rewrite_metrics",
     "save_best",
     "save_state",
@@ -45,6 +61,28 @@ RESULT = "result.json"
 
 
 # -- writing -----------------------------------------------------------------------------------
+def non_finite_tensor(
+    model: nn.Module, optimizer: torch.optim.Optimizer | None = None
+) -> str | None:
+    """What in ``model``'s state (weights and buffers, batch-norm statistics included) or in
+    ``optimizer``'s state is NaN or infinite, as ``"features.0.bn.running_var holds inf"`` or
+    ``"the optimizer's exp_avg_sq of features.0.conv.weight holds nan"``; ``None`` when every
+    tensor is finite (what a checkpoint must be)."""
+    bad = first_non_finite(model.state_dict())
+    if bad is not None:
+        return f"{bad[0]} holds {bad[1]}"
+    if optimizer is None:
+        return None
+    names = {id(p): name for name, p in model.named_parameters()}
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            bad = first_non_finite(optimizer.state.get(param, {}))
+            if bad is not None:
+                owner = names.get(id(param), "a parameter")
+                return f"the optimizer's {bad[0]} of {owner} holds {bad[1]}"
+    return None
+
+
 def save_state(
     out: Path,
     model: nn.Module,
@@ -52,9 +90,11 @@ def save_state(
     state: RunState,
     config: TrainConfig,
     model_args: dict[str, Any],
+    facts: dict[str, Any] | None = None,
 ) -> None:
-    """``checkpoint.pt``: weights, optimizer entries, RNG states, config, model arguments and
-    the run state (atomically: a crash leaves the previous checkpoint)."""
+    """``checkpoint.pt``: weights, optimizer entries, RNG states, config, model arguments, the
+    run state and ``facts`` (``run_facts``: what the settings resolved to, e.g. the number of
+    training samples and processes) (atomically: a crash leaves the previous checkpoint)."""
     save_checkpoint(
         out / CHECKPOINT,
         {
@@ -63,6 +103,7 @@ def save_state(
             "rng": capture_rng(),
             "config": config.to_dict(),
             "model_args": model_args,
+            **({"run_facts": facts} if facts is not None else {}),
             **state.to_checkpoint(),
         },
     )
@@ -139,6 +180,19 @@ class RunData(DataSplits):
         return f"RunData(dataset={self._config.dataset!r}, {state})"
 
 
+def read_config(path: str | os.PathLike) -> TrainConfig:
+    """The :class:`TrainConfig` saved in ``path`` (a run's ``config.json``). A file that is not
+    JSON, not a JSON object, or holds wrong values is a :class:`CheckpointError` that names the
+    file (and the setting at fault); a missing file is the ``OSError`` of ``open``."""
+    path = Path(path)
+    try:
+        return TrainConfig.from_dict(read_json_object(path, "a training config"))
+    except CorruptFileError as err:
+        raise CheckpointError(str(err)) from None
+    except (ValueError, TypeError) as err:
+        raise CheckpointError(f"{path} is unreadable: {err}") from None
+
+
 def load_run(
     run_dir: str | os.PathLike, which: Literal["best", "last"] = "best"
 ) -> tuple[nn.Module, TrainConfig, RunData]:
@@ -156,10 +210,7 @@ def load_run(
     config_path = run / CONFIG
     if not config_path.is_file():
         raise CheckpointError(f"{run} is not a qsnn run directory (no config.json)")
-    try:
-        config = TrainConfig.from_dict(json.loads(config_path.read_text()))
-    except (ValueError, TypeError) as err:
-        raise CheckpointError(f"{config_path} is unreadable: {err}") from None
+    config = read_config(config_path)
     best = run / BEST
     path = best if which == "best" and best.exists() else run / CHECKPOINT
     state = load_checkpoint(path)
