@@ -17,7 +17,7 @@ Formats and error bounds: ``qsnn.deploy.fixedpoint``; the folding: ``qsnn.deploy
 
 from .convert import SUPPORTED, convert
 from .fixedpoint import OUTPUT_FRAC_BITS, THRESHOLD_BITS
-from .program import IntegerProgram, ProgramOutput, load_program
+from .program import IntegerProgram, ProgramError, ProgramOutput, load_program
 from .verify import VerifyReport, verify, verify_run
 
 __all__ = [
@@ -25,6 +25,7 @@ __all__ = [
     "SUPPORTED",
     "THRESHOLD_BITS",
     "IntegerProgram",
+    "ProgramError",
     "ProgramOutput",
     "VerifyReport",
     "convert",

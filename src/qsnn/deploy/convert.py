@@ -515,6 +515,24 @@ def _fold_bn(leaf: _Leaf, p: dict[str, Any]) -> None:
         _np(module.running_mean), _np(module.running_var), float(module.eps))
 
 
+def _check_finite(model: nn.Module) -> None:
+    """Refuse a model with a NaN or infinite parameter or buffer (a diverged training run): its
+    integer program would be cast from non-finite values. Names the first such tensor."""
+    for name, tensor in model.state_dict(keep_vars=True).items():
+        if not isinstance(tensor, torch.Tensor) or not tensor.is_floating_point():
+            continue
+        finite = torch.isfinite(tensor.detach())
+        if bool(finite.all()):
+            continue
+        bad = int((~finite).sum())
+        kind = "NaN" if bool(torch.isnan(tensor.detach()).any()) else "inf"
+        raise ValueError(
+            f"{name} has {kind} ({bad} of {tensor.numel()} values are not finite): a model "
+            f"with non-finite weights or statistics (a diverged training run?) cannot be "
+            f"converted to an integer program"
+        )
+
+
 def convert(
     model: nn.Module,
     *,
@@ -534,7 +552,12 @@ def convert(
         input_size: ``(C, H, W)`` of the uint8 input (default ``model.input_size``).
         check: first confirm with ``qsnn.models.stages.check_stages`` (two random images)
             that the declared stages compute what ``model.forward`` computes.
+
+    Raises ``ValueError`` for a model that cannot be deployed, naming the layer, and for a
+    model with a non-finite parameter or buffer, naming the first (e.g.
+    ``features.0.bn.running_var has inf``).
     """
+    _check_finite(model)
     size = input_size or getattr(model, "input_size", None)
     if size is None or len(size) != 3:
         raise ValueError(f"convert needs input_size (C, H, W); got {size!r}")

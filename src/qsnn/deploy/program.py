@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import json
 import os
+import zipfile
+import zlib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar
@@ -48,6 +50,7 @@ __all__ = [
     "LoadLayer",
     "MaxPoolLayer",
     "OutputLayer",
+    "ProgramError",
     "ProgramOutput",
     "ResidualSpikingLayer",
     "SpikingLayer",
@@ -62,6 +65,11 @@ VERSION = 2  # written when a program holds residual layers; else 1 (the same as
 _READABLE = (1, 2)
 _F32_EXACT = 2**24
 _F64_EXACT = 2**53
+
+
+class ProgramError(ValueError):
+    """A stored integer program cannot be read: missing, truncated, not a qsnn program, or
+    inconsistent; the one-line message names the file."""
 
 
 def _floor_div(x: Tensor, d: Tensor | int) -> Tensor:
@@ -603,33 +611,71 @@ class IntegerProgram:
         return "\n".join(lines)
 
 
+# What reading a damaged or foreign file can raise, from zipfile, zlib, numpy and json.
+_READ_ERRORS = (OSError, EOFError, ValueError, KeyError, TypeError, AttributeError, IndexError,
+                zipfile.BadZipFile, zlib.error, NotImplementedError, RuntimeError, MemoryError,
+                OverflowError)
+
+
 def load_program(path: str | os.PathLike) -> IntegerProgram:
-    """Read a program written by ``IntegerProgram.save`` (a ``.npz`` or its folder)."""
+    """Read a program written by ``IntegerProgram.save`` (a ``.npz`` or its folder).
+
+    A file that is missing, truncated, not a zip archive of arrays, or whose manifest does not
+    match its arrays raises :class:`ProgramError` (a ``ValueError``) naming it.
+    """
     path = Path(path)
     if path.is_dir():
         path = path / "program.npz"
     if not path.is_file():
-        raise ValueError(f"no integer program at {path}")
+        raise ProgramError(f"no integer program at {path}")
     try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {key: data[key] for key in data.files}
-        manifest = json.loads(bytes(arrays.pop("manifest")).decode("utf-8"))
-    except (OSError, ValueError, KeyError) as err:
-        raise ValueError(f"{path} is not a readable qsnn integer program: {err}") from None
+        return _read_program(path)
+    except ProgramError:
+        raise
+    except _READ_ERRORS as err:
+        why = f"no entry {err.args[0]!r}" if isinstance(err, KeyError) and err.args else (
+            f"{type(err).__name__}: {err}" if str(err) else type(err).__name__)
+        raise ProgramError(f"{path} is not a readable qsnn integer program ({why})") from err
+
+
+def _read_program(path: Path) -> IntegerProgram:
+    data = np.load(path, allow_pickle=False)
+    if not isinstance(data, np.lib.npyio.NpzFile):
+        raise ProgramError(f"{path} is a single numpy array, not a qsnn integer program")
+    with data:
+        arrays = {key: data[key] for key in data.files}
+    if "manifest" not in arrays:
+        raise ProgramError(f"{path} is not a qsnn integer program: it holds no manifest")
+    manifest = json.loads(bytes(arrays.pop("manifest")).decode("utf-8"))
+    if not isinstance(manifest, dict):
+        raise ProgramError(f"{path}: the manifest is a JSON {type(manifest).__name__}, not an "
+                           "object")
     if manifest.get("format") != FORMAT:
-        raise ValueError(f"{path}: expected format {FORMAT!r}; got {manifest.get('format')!r}")
+        raise ProgramError(f"{path}: expected format {FORMAT!r}; got {manifest.get('format')!r}")
     if manifest.get("version") not in _READABLE:
-        raise ValueError(f"{path}: expected version {' or '.join(map(str, _READABLE))}; got "
-                         f"{manifest.get('version')!r}")
+        raise ProgramError(f"{path}: expected version {' or '.join(map(str, _READABLE))}; got "
+                           f"{manifest.get('version')!r}")
+    entries = manifest["layers"]
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise ProgramError(f"{path}: the manifest's 'layers' is not a list of objects")
     layers = []
-    for entry in manifest["layers"]:
+    for entry in entries:
         cls = _LAYERS.get(entry["type"])
         if cls is None:
-            raise ValueError(f"{path}: unknown layer type {entry['type']!r}")
+            raise ProgramError(f"{path}: unknown layer type {entry['type']!r}")
         i = entry["index"]
         own = {k.split(".", 1)[1]: v for k, v in arrays.items() if k.split(".", 1)[0] == str(i)}
+        for key, described in dict(entry.get("arrays", {})).items():
+            found = own.get(key)
+            actual = None if found is None else f"{found.dtype} {list(found.shape)}"
+            if actual != described:
+                raise ProgramError(f"{path}: layer {i} array {key!r} is {actual or 'missing'}; "
+                                   f"the manifest says {described}")
         meta = {k: v for k, v in entry.items() if k not in ("index", "type", "arrays")}
-        layers.append(cls.from_record(meta, own))
+        try:
+            layers.append(cls.from_record(meta, own))
+        except ValueError as err:
+            raise ProgramError(f"{path}: {err}") from err
     inp = manifest["input"]
     return IntegerProgram(layers, tuple(inp["shape"]), tuple(inp["mean"]), tuple(inp["std"]),
                           int(manifest["time_steps"]), manifest.get("source", {}))

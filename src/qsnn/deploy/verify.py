@@ -74,6 +74,11 @@ def _neuron_hooks(model: nn.Module, names: set[str], store: dict[str, torch.Tens
     return handles
 
 
+def _check_count(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1; got {value!r}")
+
+
 def verify(
     model: nn.Module,
     program: IntegerProgram,
@@ -83,9 +88,18 @@ def verify(
     limit: int | None = None,
     bitserial: bool = True,
 ) -> VerifyReport:
-    """Run ``model`` (float32) and ``program`` on ``data`` (raw uint8 images) and compare."""
+    """Run ``model`` (float32) and ``program`` on ``data`` (raw uint8 images) and compare.
+
+    ``batch_size`` and ``limit`` (the first ``limit`` samples; ``None``: all) must be integers
+    >= 1, and there must be at least one sample to compare.
+    """
+    _check_count("batch_size", batch_size)
+    if limit is not None:
+        _check_count("limit", limit)
     if data.kind != "static":
         raise ValueError(f"verify needs static images; {data.name} holds {data.kind}")
+    if len(data) == 0:
+        raise ValueError(f"verify needs samples; {data.name} {data.split} is empty")
     model.eval()
     names = {layer.name for layer in program.layers
              if isinstance(layer, (SpikingLayer, AddLayer))}
@@ -148,6 +162,9 @@ def verify_run(
 ) -> tuple[VerifyReport, IntegerProgram]:
     """Load a run directory, convert (unless ``program`` is given) and ``verify`` on its test
     split."""
+    _check_count("batch_size", batch_size)
+    if limit is not None:
+        _check_count("limit", limit)
     from ..train import load_run
 
     model, _config, data = load_run(run_dir, which=which)  # type: ignore[arg-type]

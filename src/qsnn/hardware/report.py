@@ -1,28 +1,38 @@
 """Whole-model estimates: observe a forward pass, cost every layer, sum, print.
 
-``estimate(model)`` runs one forward pass under ``qsnn.metrics``' op tracker, turns every
+``estimate(model)`` runs a forward pass under ``qsnn.metrics``' op tracker, turns every
 conv / linear / matmul it sees into a ``GemmShape`` (conv ``M = C_out / groups``,
 ``K = C_in * k_h * k_w / groups``, ``N = H_out * W_out``; linear ``M = out``, ``K = in``,
 ``N = tokens``), costs each with ``layer_cost`` and adds them up: layers run one after the
 other, one sample at a time, so
 
     latency = sum(cycles) / clock,     fps = clock / sum(cycles).
+
+The layer shapes do not depend on ``T``: a layer that runs every step has the same GEMM at
+every step, only its ``T_op`` is ``T``. So a static input is traced at ``T = 2`` and ``T = 3``
+(the model's encoders set for the run and restored) instead of at the model's ``T``; when both
+give the same layers (``T_op`` of ``T`` steps read as the model's ``T``) they are the model's,
+exactly, at any ``T`` (``qsnn hw`` at ``T = 1000`` traced 1000 steps of every neuron before:
+128 s and 1.4 GB; now two short traces). A model whose layers change with ``T``, and
+time-major input, are traced at their own ``T`` after a memory check (``qsnn._memory``).
 """
 
 from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn as nn
 from torch import Tensor
 
+from .._memory import activation_bytes, at_time_steps, check_fits
 from .._table import layer_table
 from ..allocation import FLOAT_WEIGHT_BITS, Bits
 from ..bitwidth import declared_weight_bits
-from ..metrics.tracker import OpRecord, run_tracked
+from ..metrics.tracker import OpRecord, example_shape, run_tracked
 from .cost import GemmShape, LayerCost, layer_cost
 from .device import DEFAULT_ACCELERATOR, Accelerator
 
@@ -38,11 +48,13 @@ def _weight_bits(module: nn.Module | None) -> int:
     return FLOAT_WEIGHT_BITS if bits is None else bits  # a foreign layer: float weights
 
 
-def _gemm(record: OpRecord, batch: int, steps: int, spike_bits: int, last: bool) -> GemmShape:
+def _gemm(record: OpRecord, batch: int, steps: int, spike_bits: int, last: bool,
+          t_op: int | None = None) -> GemmShape:
     macs = _per_step_macs(record, batch)
     module = record.weight_module
     out_steps, out_bits = (1, 32) if last else (steps, spike_bits)
-    common = {"name": record.name, "kind": record.kind, "t_op": record.steps,
+    common = {"name": record.name, "kind": record.kind,
+              "t_op": record.steps if t_op is None else t_op,
               "b_in": record.b_in, "out_steps": out_steps, "out_bits": out_bits}
     if record.kind == "conv":
         weight = module.weight  # [C_out, C_in / groups, k_h, k_w]
@@ -84,23 +96,72 @@ def gemms_from_model(
     ``b_s`` bits, except the last layer's, which writes 32-bit logits once.
     """
     time_major = example_input.dim() == 5 if time_major is None else time_major
-    steps_in = example_input.shape[0] if time_major else 1
-    batch = example_input.shape[1] if time_major else example_input.shape[0]
+    steps_in, batch = example_shape(example_input, time_major, "hw")
     bits = getattr(model, "bits", None)
     steps = bits.t if isinstance(bits, Bits) else steps_in
     spike_bits = bits.s if isinstance(bits, Bits) else 16
+
+    def trace(t_op: Callable[[int], int] | None = None) -> list[GemmShape]:
+        records = run_tracked(model, example_input, steps_in, input_bits, measure=False,
+                              time_major=time_major)
+        if not records:
+            raise ValueError(f"{type(model).__name__} ran no conv, linear or matmul op")
+        last = len(records) - 1
+        return [_gemm(r, batch, steps, spike_bits, i == last,
+                      None if t_op is None else t_op(r.steps)) for i, r in enumerate(records)]
+
     was = [(m, m.training) for m in model.modules()]
     model.eval()
     try:
         with torch.no_grad():
-            records = run_tracked(model, example_input, steps_in, input_bits, measure=False)
+            gemms = None if time_major else _short_trace(model, steps, trace)
+            if gemms is None:
+                _check_full_trace(model, example_input, time_major, steps, batch)
+                gemms = trace()
     finally:
         for module, mode in was:
             module.training = mode
-    if not records:
-        raise ValueError(f"{type(model).__name__} ran no conv, linear or matmul op")
-    last = len(records) - 1
-    return [_gemm(r, batch, steps, spike_bits, i == last) for i, r in enumerate(records)]
+    return gemms
+
+
+#: Steps of the two short traces (``_short_trace``); a model at ``T`` <= their sum is
+#: traced at its own ``T``.
+_SHORT_STEPS = (2, 3)
+
+
+def _short_trace(model: nn.Module, steps: int, trace) -> list[GemmShape] | None:
+    """The model's layers traced at ``T = 2`` and ``T = 3`` with ``T_op`` read as ``steps``
+    (module docstring), or ``None`` when that is not exact: no encoder that takes ``T``, a
+    ``T_op`` other than 1 or the traced ``T``, or layers that differ between the traces."""
+    if steps <= sum(_SHORT_STEPS):  # no shorter than one trace at T
+        return None
+    found = []
+    for short in _SHORT_STEPS:
+        seen: set[int] = set()
+
+        def t_op(record_steps: int, short: int = short, seen: set[int] = seen) -> int:
+            seen.add(record_steps)
+            return steps if record_steps == short else record_steps
+
+        with at_time_steps(model, short) as settable:
+            if not settable:
+                return None
+            gemms = trace(t_op)
+        if not seen <= {1, short}:
+            return None
+        found.append(gemms)
+    return found[0] if all(g == found[0] for g in found) else None
+
+
+def _check_full_trace(model: nn.Module, example: Tensor, time_major: bool, steps: int,
+                      batch: int) -> None:
+    """Refuse a trace at the model's own ``T`` whose activations cannot fit (``qsnn._memory``)."""
+    if steps * batch <= 16:
+        return
+    est = activation_bytes(model, example, time_major=time_major)
+    if est is not None:
+        device = next((p.device for p in model.parameters()), example.device)
+        check_fits(f"hw at T={steps}, batch {batch}", est.bytes(steps, batch), device)
 
 
 @dataclass

@@ -33,11 +33,12 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
+from .._memory import activation_bytes, check_fits, time_step_modules
 from .._table import layer_table
 from ..allocation import FLOAT_WEIGHT_BITS, Bits
 from ..bitwidth import declared_weight_bits
 from .energy import DEFAULT_ENERGY, EnergyModel
-from .tracker import OpRecord, run_tracked
+from .tracker import OpRecord, example_shape, run_tracked
 
 __all__ = ["LayerProfile", "Profile", "profile"]
 
@@ -228,11 +229,19 @@ def profile(
         counting: ``"exact"`` (what the model computes) or ``"paper"`` (see module docstring).
         energy: per-operation energies for both estimates.
         time_major: whether ``example_input`` is ``[T, B, ...]``; default: when it is 5-D.
+
+    Raises ``ValueError`` for an input with no sample (batch size 0), one the model cannot
+    take (smaller than its downsampling allows, another size than its head was built for: the
+    message gives the model's ``input_size``), and ``qsnn._memory.MemoryLimitError`` (a
+    ``ValueError``) for a call whose activations (estimated from one sample at ``T = 1`` and
+    ``2``, scaled by ``T`` and the batch) cannot fit in the memory available.
     """
     if counting not in ("exact", "paper"):
         raise ValueError(f"counting must be 'exact' or 'paper'; got {counting!r}")
     if not isinstance(example_input, Tensor):
         raise ValueError(f"example_input must be a tensor; got {type(example_input).__name__}")
+    if isinstance(max_batches, bool) or not isinstance(max_batches, int) or max_batches < 1:
+        raise ValueError(f"max_batches must be an integer >= 1; got {max_batches!r}")
     if input_bits is not None and (not isinstance(input_bits, int) or not 1 <= input_bits <= 32):
         raise ValueError(f"input_bits must be an integer in 1..32 or None; got {input_bits!r}")
     if bits is None:
@@ -241,24 +250,25 @@ def profile(
     if counting == "paper" and bits is None:
         raise ValueError("counting='paper' needs the model's allocation: pass bits='b_w/b_s/T'")
     time_major = example_input.dim() == 5 if time_major is None else time_major
-    if time_major and example_input.dim() < 2:
-        raise ValueError(f"time-major input must be [T, B, ...]; got {tuple(example_input.shape)}")
-    steps_in = example_input.shape[0] if time_major else 1
-    batch = example_input.shape[1] if time_major else example_input.shape[0]
+    steps_in, batch = example_shape(example_input, time_major)
+    fits = _memory_check(model, example_input, time_major)
 
     was_training = [(m, m.training) for m in model.modules()]
     model.eval()
     try:
         with torch.no_grad():
-            records = run_tracked(model, example_input, steps_in, input_bits, measure=data is None)
+            fits(example_input)
+            records = run_tracked(model, example_input, steps_in, input_bits, measure=data is None,
+                                  time_major=time_major)
             source = f"example input ({batch} samples)"
             if data is not None:
                 device = next((p.device for p in model.parameters()), example_input.device)
                 samples = 0
                 for x in _batches(data, max_batches):
                     x = x.to(device)
-                    t_in = x.shape[0] if time_major else 1
-                    _merge(records, run_tracked(model, x, t_in, input_bits))
+                    t_in, _ = example_shape(x, time_major, "profile (a data batch)")
+                    fits(x)
+                    _merge(records, run_tracked(model, x, t_in, input_bits, time_major=time_major))
                     samples += x.shape[1] if time_major else x.shape[0]
                 if samples == 0:
                     raise ValueError("data yielded no batches to measure firing rates on")
@@ -274,6 +284,32 @@ def profile(
     params = sum(p.numel() for p in model.parameters())
     params_16 = sum(p.numel() * pbits.get(id(p), default_w) / 16 for p in model.parameters())
     return Profile(rows, params, params_16, bits, counting, input_bits, source, energy)
+
+
+#: Below this many step-samples (``T * B``) ``profile`` runs without a memory estimate: the
+#: estimate's own two runs (three step-samples) would cost a large share of the call.
+_CHECK_ABOVE = 16
+
+
+def _memory_check(model: nn.Module, example: Tensor, time_major: bool):
+    """A function that raises ``MemoryLimitError`` for a batch whose forward pass cannot fit
+    (``qsnn._memory``: estimated from one sample at T = 1 and 2), checked before it runs."""
+    encoders = [m.output_time_steps for m in time_step_modules(model)]
+    model_steps = max(encoders, default=1)
+    device = next((p.device for p in model.parameters()), example.device)
+    estimate: list = []
+
+    def fits(x: Tensor) -> None:
+        steps, batch = (x.shape[0], x.shape[1]) if time_major else (model_steps, x.shape[0])
+        if steps * batch <= _CHECK_ABOVE:
+            return
+        if not estimate:
+            estimate.append(activation_bytes(model, example, time_major=time_major))
+        if estimate[0] is not None:
+            check_fits(f"profile at T={steps}, batch {batch}", estimate[0].bytes(steps, batch),
+                       device)
+
+    return fits
 
 
 def _merge(into: list[OpRecord], new: list[OpRecord]) -> None:

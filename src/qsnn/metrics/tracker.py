@@ -35,7 +35,15 @@ from torch.utils.weak import WeakTensorKeyDictionary
 
 from ..bitwidth import declared_level_step, declared_output_levels, declared_time_steps
 
-__all__ = ["OpRecord", "OpTracker", "TensorInfo", "infer_levels", "level_bits"]
+__all__ = [
+    "OpRecord",
+    "OpTracker",
+    "TensorInfo",
+    "example_shape",
+    "infer_levels",
+    "level_bits",
+    "run_tracked",
+]
 
 aten = torch.ops.aten
 
@@ -151,6 +159,9 @@ def infer_levels(x: Tensor, max_bits: int = 16) -> tuple[int, float] | None:
     return level_bits(round(top)), scale
 
 
+#: Elements per chunk of ``OpRecord.observe`` (its copies: about 24 bytes per element).
+_CHUNK = 1 << 22
+
 _POPCOUNT_8 = torch.tensor([bin(i).count("1") for i in range(256)], dtype=torch.int64)
 
 
@@ -185,18 +196,28 @@ class OpRecord:
     shapes: tuple = field(default_factory=tuple)
 
     def observe(self, x: Tensor, info: TensorInfo, bits: int | None, scale: float | None) -> None:
-        """Accumulate the non-zero count and the 1-bit count of the streamed operand ``x``."""
+        """Accumulate the non-zero count and the 1-bit count of the streamed operand ``x``.
+
+        The bit-planes are counted in chunks of at most ``_CHUNK`` elements along the first
+        dimension, so the float and integer copies they need stay small at any ``T``."""
         n = x.numel()
         nz = int(torch.count_nonzero(x))
         self.nonzero += nz
         self.numel += n
-        if bits is not None and bits <= 16 and scale is not None and scale > 0:
-            ratio = x.detach().float() / scale  # levels <= 65535 are exact in float32
-            levels = torch.round(ratio)
-            # Bit-planes exist only for whole levels; an averaged input (average pooling) has
-            # none, and its density falls back to the firing rate.
-            if n and float((ratio - levels).abs().max()) < 1e-3:
-                self.ones += _popcount(levels.clamp_(0, 2**bits - 1).to(torch.int32))
+        if bits is not None and bits <= 16 and scale is not None and scale > 0 and n:
+            ones = 0
+            rows = x.reshape(1, -1) if x.dim() == 0 else x
+            step = max(1, _CHUNK // max(1, rows[0].numel()))
+            for start in range(0, rows.shape[0], step):
+                ratio = rows[start : start + step].detach().float() / scale  # levels <= 65535
+                levels = torch.round(ratio)  # are exact in float32
+                # Bit-planes exist only for whole levels; an averaged input (average pooling)
+                # has none, and its density falls back to the firing rate.
+                if float((ratio - levels).abs().max()) >= 1e-3:
+                    break
+                ones += _popcount(levels.clamp_(0, 2**bits - 1).to(torch.int32))
+            else:
+                self.ones += ones
                 self.bit_slots += n * bits
                 return
         self.density_known = False
@@ -361,6 +382,43 @@ def _has_alpha(args) -> bool:
     return len(args) > 2 and args[2] not in (1, 1.0)
 
 
+def example_shape(x: object, time_major: bool, who: str = "profile") -> tuple[int, int]:
+    """``(steps, batch)`` of an example input ``[B, ...]`` or, time-major, ``[T, B, ...]``
+    (static: 1 step); a ``ValueError`` when it is not a tensor or holds no sample."""
+    if not isinstance(x, Tensor):
+        raise ValueError(f"{who} needs an example input tensor; got {type(x).__name__}")
+    need = 2 if time_major else 1
+    if x.dim() < need:
+        layout = "[T, B, ...]" if time_major else "[B, ...]"
+        raise ValueError(f"{who}: the example input must be {layout}; got {tuple(x.shape)}")
+    steps, batch = (x.shape[0], x.shape[1]) if time_major else (1, x.shape[0])
+    if batch < 1 or steps < 1:
+        what = "batch size" if batch < 1 else "number of time steps"
+        raise ValueError(
+            f"{who}: the example input {tuple(x.shape)} has {what} 0; it needs at least one "
+            f"sample{' and one step' if time_major else ''}"
+        )
+    return steps, batch
+
+
+def _input_error(
+    model: nn.Module, x: Tensor, time_major: bool, err: Exception
+) -> ValueError | None:
+    """The one-line error for an input the model cannot take, or none when ``x`` has the
+    model's declared ``input_size`` (then the failure is not the input's)."""
+    expected = getattr(model, "input_size", None)
+    sample = tuple(x.shape[2:] if time_major else x.shape[1:])
+    if not isinstance(expected, tuple) or sample == tuple(expected):
+        return None
+    cause = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    layout = f"[T, B, {', '.join(map(str, expected))}]" if time_major else \
+        f"[B, {', '.join(map(str, expected))}]"
+    return ValueError(
+        f"{type(model).__name__} cannot run on input {tuple(x.shape)}: it was built for samples "
+        f"of shape {tuple(expected)} (C, H, W), input {layout} ({cause})"
+    )
+
+
 def run_tracked(
     model: nn.Module,
     x: Tensor,
@@ -368,13 +426,25 @@ def run_tracked(
     input_bits: int | None,
     measure: bool = True,
     call: Callable[[nn.Module, Tensor], object] | None = None,
+    *,
+    time_major: bool = False,
 ) -> list[OpRecord]:
-    """Run ``model(x)`` under an ``OpTracker`` and return its op records."""
+    """Run ``model(x)`` under an ``OpTracker`` and return its op records.
+
+    A model that fails on an input whose sample shape differs from its declared
+    ``input_size`` (an image smaller than its downsampling allows, a head built for another
+    size) raises a ``ValueError`` that says what the model was built for.
+    """
     tracker = OpTracker(model, input_bits, measure)
     try:
         with tracker:
             tracker.mark_input(x, steps)
             (call or (lambda m, inp: m(inp)))(model, x)
+    except RuntimeError as err:
+        mismatch = _input_error(model, x, time_major, err)
+        if mismatch is None:
+            raise
+        raise mismatch from err
     finally:
         tracker.close()
     return tracker.records
