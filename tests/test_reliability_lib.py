@@ -431,3 +431,26 @@ def test_hw_at_a_large_T_traces_a_few_steps_only():
     assert slices[0] == 8 and all(s == steps * 2 for s in slices[1:])  # the head too: it
     assert report.layers[-1].gemm.out_steps == 1  # runs every step, before the time mean
     assert model.stem.encoder.time_steps == steps
+
+
+def test_gesture_npy_that_is_an_archive_or_declares_a_huge_array(tmp_path):
+    """tonic's DVS128 Gesture ``.npy``: an ``.npz`` in its place failed with AttributeError, a
+    header declaring 10**12 x 4 int64 (29.1 TiB) with ``MemoryError``."""
+    from qsnn.data.events import read_tonic_gesture_npy
+
+    archive = tmp_path / "user01_fluorescent.npy"
+    with open(archive, "wb") as f:
+        np.savez(f, events=np.zeros((3, 4)))
+    with pytest.raises(CorruptDataError, match=rf"^{re.escape(str(archive))}: expected a \.npy"):
+        read_tonic_gesture_npy(archive)
+    huge = tmp_path / "user02_led.npy"
+    with open(huge, "wb") as f:
+        header = {"descr": "<i8", "fortran_order": False, "shape": (10**12, 4)}
+        np.lib.format.write_array_header_1_0(f, header)
+        f.write(bytes(64))
+    with pytest.raises(CorruptDataError, match=rf"^{re.escape(str(huge))}: truncated or not"):
+        read_tonic_gesture_npy(huge)
+    text = tmp_path / "user03_natural.npy"
+    np.save(text, np.array([["a", "b", "c", "d"]]))
+    with pytest.raises(CorruptDataError, match=r"numeric x, y, p, t array; got <U1 \(1, 4\)"):
+        read_tonic_gesture_npy(text)

@@ -253,10 +253,15 @@ def read_tonic_gesture_npy(path: Path) -> Events:
     """tonic's DVS128 Gesture repack: a ``.npy`` ``[N, 4]`` of ``x, y, p, t`` with ``t`` in ms."""
     try:
         arr = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as err:
+    except (OSError, ValueError, EOFError, MemoryError) as err:
         raise CorruptDataError(f"{path}: truncated or not a .npy array ({err})") from err
-    if arr.ndim != 2 or arr.shape[1] != 4:
-        raise CorruptDataError(f"{path}: expected an [N, 4] x, y, p, t array; got {arr.shape}")
+    if not isinstance(arr, np.ndarray):  # an .npz archive
+        arr.close()
+        raise CorruptDataError(f"{path}: expected a .npy array; got an .npz archive")
+    if arr.ndim != 2 or arr.shape[1] != 4 or arr.dtype.kind not in "iuf":
+        raise CorruptDataError(
+            f"{path}: expected an [N, 4] numeric x, y, p, t array; got {arr.dtype} {arr.shape}"
+        )
     a = arr.astype(np.int64)
     return Events(a[:, 0], a[:, 1], a[:, 3] * 1000, a[:, 2])
 
