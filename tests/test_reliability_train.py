@@ -166,6 +166,20 @@ def test_a_huge_learning_rate_leaves_no_inf_checkpoint(tmp_path: Path):
     assert metric_lines(out) == []
 
 
+def test_qsnn_train_with_a_huge_learning_rate_exits_3_naming_the_tensor(
+    tmp_path: Path, monkeypatch, capsys
+):
+    monkeypatch.setattr(cli, "_setup_logging", lambda verbose=True: None)
+    out = tmp_path / "run"
+    argv = ["train", "--lr", "1e4", "--epochs", "2", "--batch-size", "128", "--precise-bn", "0",
+            "--profile-batches", "0", "--precision", "fp32", "--deterministic", "--threads", "1",
+            "--no-progress", "--device", "cpu", "--out", str(out)]  # fmt: skip
+    assert cli.main(argv) == 3
+    line = one_error_line(capsys.readouterr().err)
+    assert "running_var holds inf after epoch 1" in line and "no checkpoint was written" in line
+    assert not (out / "checkpoint.pt").exists() and not (out / "best.pt").exists()
+
+
 def test_save_checkpoint_refuses_a_non_finite_optimizer_state(tmp_path: Path):
     path = tmp_path / "checkpoint.pt"
     good = {"model": {"w": torch.ones(3)}, "epoch": 1}
