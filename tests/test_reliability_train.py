@@ -619,3 +619,21 @@ def test_qsnn_train_reports_a_subprocess_lock_conflict_in_one_line(tmp_path: Pat
     assert done.returncode == 2, done.stderr
     line = one_error_line(done.stderr)
     assert f"run directory {out} is in use by another process (pid {holder.pid})" in line, line
+
+
+# -- 9. T has a bound: a training step that cannot fit is refused before it runs -------------
+def test_training_at_a_T_that_cannot_fit_is_refused_before_the_first_step(tmp_path: Path):
+    """At T = 100000 the activations of one digits batch need far more than any machine here
+    has: one MemoryLimitError (a ValueError) naming T and the batch, within seconds, and no
+    checkpoint written."""
+    from qsnn._memory import MemoryLimitError, available_bytes
+
+    free = available_bytes("cpu")
+    if free is not None and free > 2**40:
+        pytest.skip(f"{free / 2**30:.0f} GiB available: T = 100000 might fit")
+    config = TrainConfig(**{**QUICK, "bits": "4/4/100000"})
+    start = time.monotonic()
+    with pytest.raises(MemoryLimitError, match=r"training at T=100000, batch 128 needs about"):
+        train(config, tmp_path / "run")
+    assert time.monotonic() - start < 60
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()

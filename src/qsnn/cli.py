@@ -103,8 +103,9 @@ def _writable_file(path: str, flag: str) -> None:
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse with one hint: a value that starts with ``-`` (``qsnn bits -1/2/2``) is read as
-    a flag, and ``--`` before it makes it a value."""
+    """argparse whose errors are one ``qsnn: error: ...`` line like every other bad input (the
+    usage is one ``--help`` away), with one hint: a value that starts with ``-``
+    (``qsnn bits -1/2/2``) is read as a flag, and ``--`` before it makes it a value."""
 
     def __init__(self, *args: Any, argv: Sequence[str] = (), **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -115,7 +116,7 @@ class _Parser(argparse.ArgumentParser):
         if dashed and ("required" in message or "unrecognized" in message):
             message += (f" ({dashed[0]!r} was read as a flag; put values that start with '-' "
                         f"after '--', e.g. qsnn {self.prog.split()[-1]} -- {dashed[0]})")
-        super().error(message)
+        self.exit(2, f"qsnn: error: {message} (see: {self.prog} --help)\n")
 
 
 def _cmd_bits(args: argparse.Namespace) -> int:
@@ -248,34 +249,24 @@ def _train_config(args: argparse.Namespace):
     return config
 
 
-# Settings a resumed run may change: they do not affect what it computes.
-_RESUMABLE = {"progress", "threads", "device", "data_root"}
-
-
 def _resume_config(args: argparse.Namespace, run_dir: str):
-    """A resumed run continues with its saved config; flags that contradict it are an error."""
+    """A resumed run continues with its saved config; flags that contradict it are an error
+    (the settings that may change are ``qsnn.train.config.RESUMABLE_FIELDS``)."""
     from dataclasses import replace
     from pathlib import Path
 
-    from .train import TrainConfig
-    from .train.config import cli_flag
+    from .train import read_config
+    from .train.config import RESUMABLE_FIELDS, resume_conflicts
 
-    path = Path(run_dir) / "config.json"
-    try:
-        saved = TrainConfig.from_dict(json.loads(path.read_text()))
-    except (OSError, ValueError, TypeError) as err:
-        raise ValueError(f"{path} is unreadable: {err}") from None
+    saved = read_config(Path(run_dir) / "config.json")
     given = train_values(args)
-    clash = [k for k, v in given.items() if k not in _RESUMABLE and getattr(saved, k) != v]
+    clash = resume_conflicts(saved, replace(saved, **given))
     if clash:
-        detail = ", ".join(
-            f"{cli_flag(k)} {given[k]!r} (run: {getattr(saved, k)!r})" for k in clash
-        )
         raise ValueError(
             f"--resume continues {run_dir} as it was started; these flags differ "
-            f"from its config.json: {detail}"
+            f"from its config.json: {', '.join(clash)}"
         )
-    return replace(saved, **{k: v for k, v in given.items() if k in _RESUMABLE})
+    return replace(saved, **{k: v for k, v in given.items() if k in RESUMABLE_FIELDS})
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -304,7 +295,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from .metrics import profile
     from .train import evaluate, load_run
 
-    model, config, data = load_run(args.run_dir, which=args.which)
+    model, config, data = load_run(args.run_dir, which=args.which, data_root=args.data_root)
     if args.time_steps is not None:
         if not hasattr(model, "set_bits"):
             raise ValueError("this model cannot change its number of time steps")
@@ -420,7 +411,7 @@ def _cmd_deploy(args: argparse.Namespace) -> int:
 
     if args.out:
         (_writable_file if args.out.endswith(".npz") else _writable_dir)(args.out, "--out")
-    model, config, data = load_run(args.run_dir, which=args.which)
+    model, config, data = load_run(args.run_dir, which=args.which, data_root=args.data_root)
     test = data.test
     if test.kind != "static":
         raise ValueError(f"qsnn deploy supports static image datasets; {test.name} is {test.kind}")
@@ -449,6 +440,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         limit=args.limit,
         bitserial=not args.dense,
+        data_root=args.data_root,
     )
     source = f"stored program {stored}" if use_stored else "program converted now"
     print(f"{args.run_dir} ({source}): {report.summary()}")
@@ -465,6 +457,12 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         )
         return 1
     return 0
+
+
+def _add_data_root(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--data-root", help="read the run's dataset from here (default: where it was trained)"
+    )
 
 
 _DEBUG_HELP = "show the traceback of an error (bad input too, not only bugs)"
@@ -542,6 +540,7 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="re-evaluate a finished run and print its profile")
     p.add_argument("run_dir", help="a run directory written by `qsnn train`")
+    _add_data_root(p)
     p.add_argument("--time-steps", type=_count(1), help="evaluate at another T")
     p.add_argument("--which", choices=("best", "last"), default="best")
     p.add_argument("--batches", type=_count(1), default=8, help="test batches for firing rates")
@@ -574,12 +573,14 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
 
     p = sub.add_parser("deploy", help="convert a trained run into an integer program (.npz)")
     p.add_argument("run_dir", help="a run directory written by `qsnn train`")
+    _add_data_root(p)
     p.add_argument("--out", help="output folder or .npz (default RUN_DIR/deploy)")
     p.add_argument("--which", choices=("best", "last"), default="best")
     p.set_defaults(func=_cmd_deploy)
 
     p = sub.add_parser("verify", help="run the integer program on the test set, compare")
     p.add_argument("run_dir", help="a run directory written by `qsnn train`")
+    _add_data_root(p)
     p.add_argument("--program", help="a stored program (default RUN_DIR/deploy if present)")
     p.add_argument("--which", choices=("best", "last"), default="best")
     p.add_argument("--batch-size", type=_count(1), default=64, help="samples per batch")

@@ -50,7 +50,10 @@ def make_toy_snn(bits: Bits, hidden: int = 64) -> nn.Sequential:
 
 
 def run_demo(bits: Bits, steps: int = 200, seed: int = 0) -> str:
-    """Train the toy SNN and return a short text report."""
+    """Train the toy SNN for ``steps`` AdamW steps (at least 1) and return a short report."""
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be an integer >= 1 (an untrained net has no accuracy to "
+                         f"report); got {steps!r}")
     torch.manual_seed(seed)
     x, y = make_spiral_data(seed=seed)
     x_test, y_test = make_spiral_data(512, seed=seed + 1)

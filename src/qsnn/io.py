@@ -86,18 +86,44 @@ def write_atomic(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -
     path.parent.mkdir(parents=True, exist_ok=True)
     prefix = _TEMP_PREFIX.format(path.name)
     fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=path.parent)
+    watched: _WatchedWrites | None = None
     try:
         with os.fdopen(fd, "wb") as handle:
             if hasattr(os, "fchmod"):  # POSIX: mkstemp created the file 0o600
                 os.fchmod(handle.fileno(), 0o666 & ~_current_umask())
-            write(handle)
+            watched = _WatchedWrites(handle)
+            write(watched)  # type: ignore[arg-type]
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
+        failed = watched.error if watched is not None and watched.error is not None else err
+        if isinstance(failed, OSError) and failed.filename is None:
+            # A full disk or a file-size limit seen inside a writer (torch.save turns it into
+            # an unrelated RuntimeError): say so, with the file it was for.
+            raise OSError(failed.errno, failed.strerror or str(failed), str(path)) from err
         raise
     return path
+
+
+class _WatchedWrites:
+    """A file handle that remembers the first ``OSError`` its ``write`` raised (the rest of
+    the handle's interface passes through)."""
+
+    def __init__(self, handle: BinaryIO) -> None:
+        self._handle = handle
+        self.error: OSError | None = None
+
+    def write(self, data: bytes) -> int:
+        try:
+            return self._handle.write(data)
+        except OSError as err:
+            self.error = self.error or err
+            raise
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._handle, name)
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:

@@ -159,15 +159,16 @@ def verify_run(
     batch_size: int = 64,
     limit: int | None = None,
     bitserial: bool = True,
+    data_root: str | os.PathLike | None = None,
 ) -> tuple[VerifyReport, IntegerProgram]:
     """Load a run directory, convert (unless ``program`` is given) and ``verify`` on its test
-    split."""
+    split (read from ``data_root`` instead of the run's saved root when given)."""
     _check_count("batch_size", batch_size)
     if limit is not None:
         _check_count("limit", limit)
     from ..train import load_run
 
-    model, _config, data = load_run(run_dir, which=which)  # type: ignore[arg-type]
+    model, _config, data = load_run(run_dir, which=which, data_root=data_root)  # type: ignore[arg-type]
     test = data.test
     if test.kind != "static":
         raise ValueError(f"qsnn.deploy supports static image datasets; {test.name} is {test.kind}")

@@ -22,23 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from ..allocation import Bits
-from ..io import write_text_atomic
+from ..io import read_json_object, write_text_atomic
 
-__all__ = ["Report", "build_report", "collect_runs", "read_json_object"]
+__all__ = ["Report", "build_report", "collect_runs"]
 
-
-def read_json_object(path: Path, what: str) -> dict[str, Any]:
-    """The JSON object in ``path``; a file that is not JSON, or JSON that is not an object (a
-    list, a number), is a ``ValueError`` naming the file and ``what`` it should be."""
-    try:
-        value = json.loads(path.read_text())
-    except (ValueError, UnicodeDecodeError) as err:
-        raise ValueError(f"{path} is not a readable {what}: {err}") from None
-    if not isinstance(value, dict):
-        raise ValueError(
-            f"{path} is not a readable {what}: expected a JSON object, got {type(value).__name__}"
-        )
-    return value
 
 _RUN_FIELDS = (
     "bits",
@@ -110,7 +97,7 @@ def collect_runs(sweep_dir: str | os.PathLike) -> list[dict[str, Any]]:
         raise ValueError(f"{sweep_dir} is not a sweep directory (no runs/ folder)")
     rows = []
     for path in sorted(runs.glob("*/result.json")):
-        result = read_json_object(path, "run result")
+        result = read_json_object(path, "a run's result")
         try:
             rows.append(_run_row(result))
         except (ValueError, KeyError, TypeError, AttributeError) as err:
@@ -577,7 +564,8 @@ def _html(report: Report, markdown: str, out: Path, figures: list[str]) -> str:
 def build_report(sweep_dir: str | os.PathLike) -> Report:
     """Collect a sweep's finished runs and write every report file into ``sweep_dir``."""
     settings_path = Path(sweep_dir) / "sweep.json"
-    settings = read_json_object(settings_path, "sweep file") if settings_path.exists() else {}
+    exists = settings_path.exists()
+    settings = read_json_object(settings_path, "a sweep's settings") if exists else {}
     report = Report(collect_runs(sweep_dir), settings)
     report.write(sweep_dir)
     return report

@@ -20,10 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from ..allocation import Bits, allocations
-from ..io import write_json_atomic
+from ..io import read_json_object, write_json_atomic
 from ..train import TrainConfig
 from ..train.engine import CHECKPOINT
-from .report import read_json_object
 
 __all__ = ["dry_run", "plan_sweep", "run_dir_name", "sweep"]
 
@@ -137,7 +136,7 @@ def sweep(
     settings = {"base": base.to_dict(), "allocations": [str(b) for b in plan], "seeds": seeds}
     previous = out / "sweep.json"
     if previous.exists():
-        old = read_json_object(previous, "sweep file").get("base")
+        old = read_json_object(previous, "a sweep's settings").get("base")
         old = old if isinstance(old, dict) else {}
         if old.get("model") not in (None, base.model) or old.get("dataset") not in (
             None,
@@ -160,7 +159,7 @@ def sweep(
                 log.info(
                     "[%d/%d] %s seed %d: finished before, skipped", done, total, bits, base.seed + k
                 )
-                results.append(read_json_object(result_path, "run result"))
+                results.append(read_json_object(result_path, "a run's result"))
                 continue
             resume = (run / CHECKPOINT).exists()
             log.info(

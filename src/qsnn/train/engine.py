@@ -45,6 +45,7 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
+from ..allocation import Bits
 from ..data import DataSplits, TensorData, load_splits
 from ..io import lock_directory, remove_stale_temp_files, write_json_atomic
 from .checkpoint import NonFiniteStateError, load_checkpoint, restore_rng
@@ -181,6 +182,23 @@ def fit(
         return _fit(model, data, config, Path(out_dir) if out_dir is not None else None, resume)
 
 
+def _check_memory(model: nn.Module, train_data: Any, config: TrainConfig, env: TrainEnv) -> None:
+    """Refuse, before the first step, a ``T`` and batch whose activations cannot fit: one
+    sample run at ``T = 1`` and ``2`` (``qsnn._memory``), scaled to ``T`` and the batch. A
+    training step at ``T = 100000`` would otherwise allocate until the machine gives out."""
+    from .._memory import activation_bytes, check_fits
+
+    steps = Bits.parse(config.bits).t
+    example, _ = next(iter(train_data.batches(1, device=env.device)))
+    estimate = activation_bytes(model, example, autograd=True)
+    if estimate is not None:
+        check_fits(
+            f"training at T={steps}, batch {config.batch_size}",
+            estimate.bytes(steps, config.batch_size),
+            env.device,
+        )
+
+
 def absolute_data_root(config: TrainConfig) -> TrainConfig:
     """``config`` with a relative ``data_root`` made absolute (from the current directory, after
     ``~`` expansion), as the data layer reads it; the same ``config`` when there is nothing to
@@ -227,6 +245,7 @@ def _fit_locked(
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
     train_data = data.train.to(env.device) if env.device.type == "cuda" else data.train
+    _check_memory(model, train_data, config, env)
     args = model_args(config, train_data)
     total_steps = steps_per_epoch * config.epochs
     warmup = min(int(config.warmup_epochs * steps_per_epoch), total_steps // 2)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -194,7 +195,10 @@ def read_config(path: str | os.PathLike) -> TrainConfig:
 
 
 def load_run(
-    run_dir: str | os.PathLike, which: Literal["best", "last"] = "best"
+    run_dir: str | os.PathLike,
+    which: Literal["best", "last"] = "best",
+    *,
+    data_root: str | os.PathLike | None = None,
 ) -> tuple[nn.Module, TrainConfig, RunData]:
     """Rebuild a run's model with its trained weights: ``(model, config, data)``.
 
@@ -202,7 +206,9 @@ def load_run(
     checkpoint. The model is built from the checkpoint's ``model_args``; ``data`` is the run's
     ``DataSplits`` (the same validation hold-out), loaded when a split is first read. A
     checkpoint without ``model_args`` (written by an older qsnn) sizes the model from the
-    training split, which is then loaded at once.
+    training split, which is then loaded at once. ``data_root`` reads the data from another
+    place than the run's saved root (the data moved, or another machine); the returned config
+    says where it was read.
     """
     from .engine import build_model
 
@@ -211,6 +217,8 @@ def load_run(
     if not config_path.is_file():
         raise CheckpointError(f"{run} is not a qsnn run directory (no config.json)")
     config = read_config(config_path)
+    if data_root is not None:
+        config = replace(config, data_root=os.path.abspath(data_root))
     best = run / BEST
     path = best if which == "best" and best.exists() else run / CHECKPOINT
     state = load_checkpoint(path)
