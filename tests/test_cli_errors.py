@@ -50,31 +50,29 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         torch.set_num_threads(threads)
     out: dict[str, Path] = {"root": root, "run": run}
 
-    bad_config = root / "bad-config"
-    shutil.copytree(run, bad_config)
-    (bad_config / "config.json").write_text("{ not json")
-    out["bad_config"] = bad_config
+    def variant(name: str, change: Callable[[Path], None]) -> Path:
+        """A copy of the run with ``change`` applied to it."""
+        copy = root / name
+        shutil.copytree(run, copy)
+        change(copy)
+        return copy
 
-    list_config = root / "list-config"
-    shutil.copytree(run, list_config)
-    (list_config / "config.json").write_text("[1, 2, 3]")
-    out["list_config"] = list_config
+    def truncate(copy: Path) -> None:
+        for name in ("best.pt", "checkpoint.pt"):
+            data = (copy / name).read_bytes()
+            (copy / name).write_bytes(data[: len(data) // 3])
 
-    truncated = root / "truncated-ckpt"
-    shutil.copytree(run, truncated)
-    for name in ("best.pt", "checkpoint.pt"):
-        data = (truncated / name).read_bytes()
-        (truncated / name).write_bytes(data[: len(data) // 3])
-    out["truncated"] = truncated
+    def infinite_variance(copy: Path) -> None:
+        for name in ("best.pt", "checkpoint.pt"):
+            ckpt = torch.load(copy / name, weights_only=True)
+            key = next(k for k in ckpt["model"] if k.endswith("running_var"))
+            ckpt["model"][key] = torch.full_like(ckpt["model"][key], float("inf"))
+            torch.save(ckpt, copy / name)
 
-    inf_run = root / "inf-bn"
-    shutil.copytree(run, inf_run)
-    for name in ("best.pt", "checkpoint.pt"):
-        ckpt = torch.load(inf_run / name, weights_only=True)
-        key = next(k for k in ckpt["model"] if k.endswith("running_var"))
-        ckpt["model"][key] = torch.full_like(ckpt["model"][key], float("inf"))
-        torch.save(ckpt, inf_run / name)
-    out["inf_run"] = inf_run
+    out["bad_config"] = variant("bad-config", lambda c: (c / "config.json").write_text("{ x"))
+    out["list_config"] = variant("list-config", lambda c: (c / "config.json").write_text("[1]"))
+    out["truncated"] = variant("truncated-ckpt", truncate)
+    out["inf_run"] = variant("inf-bn", infinite_variance)
 
     program = root / "program"
     program.mkdir()

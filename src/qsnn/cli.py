@@ -47,24 +47,24 @@ def _count(minimum: int) -> Callable[[str], int]:
     return parse
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number; got {text!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0; got {text!r}")
-    return value
+def _real(ok: Callable[[float], bool], requirement: str) -> Callable[[str], float]:
+    """A number flag whose value must satisfy ``ok`` (said as ``requirement``)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {requirement}; got {text!r}") from None
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"must be {requirement}; got {text!r}")
+        return value
+
+    parse.__name__ = "number"
+    return parse
 
 
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1]; got {text!r}") from None
-    if not 0.0 <= value <= 1.0:  # also refuses nan, which no comparison would fail
-        raise argparse.ArgumentTypeError(f"must be in [0, 1]; got {text!r}")
-    return value
+_positive_float = _real(lambda v: math.isfinite(v) and v > 0, "a finite number > 0")
+_fraction = _real(lambda v: 0.0 <= v <= 1.0, "a number in [0, 1]")  # nan fails both comparisons
 
 
 def _int_list(text: str) -> list[int]:
