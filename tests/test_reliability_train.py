@@ -554,7 +554,7 @@ def test_read_json_object_names_the_file_and_what_it_should_hold(tmp_path: Path)
 
 # -- 7. data roots are saved absolute ----------------------------------------------------------
 def test_a_relative_data_root_is_saved_absolute_and_the_run_loads_from_elsewhere(
-    tmp_path: Path, monkeypatch
+    tmp_path: Path, monkeypatch, capsys
 ):
     work, elsewhere = tmp_path / "work", tmp_path / "elsewhere"
     _write_cifar10(work / "data", n_per_batch=20)
@@ -575,6 +575,30 @@ def test_a_relative_data_root_is_saved_absolute_and_the_run_loads_from_elsewhere
     # A relative root on resume is resolved again and may differ (where the data is read).
     train(TrainConfig(**{**QUICK, "batch_size": 16}, dataset="cifar10", data_root="../work/data"),
           work / "run", resume=True)  # fmt: skip
+
+    # The data moves: eval from the saved root is one error naming it; --data-root reads it
+    # from where it is now (deploy and verify take the same flag).
+    (work / "data").rename(tmp_path / "moved")
+    assert cli.main(["eval", str(work / "run"), "--batches", "1"]) == 2
+    assert root in one_error_line(capsys.readouterr().err)
+    argv = ["eval", str(work / "run"), "--batches", "1", "--data-root", str(tmp_path / "moved")]
+    assert cli.main(argv) == 0
+    assert "test accuracy" in capsys.readouterr().out
+
+
+def test_a_checkpoint_that_does_not_fit_its_config_is_one_error(tmp_path: Path):
+    """An old checkpoint (no stored model arguments) whose weights are not those of the model
+    its config.json describes (here the head's are missing): a CheckpointError naming the
+    checkpoint, not a load_state_dict traceback."""
+    run = tmp_path / "run"
+    train(TrainConfig(**QUICK), run)
+    for name in ("best.pt", "checkpoint.pt"):
+        ckpt = torch.load(run / name, weights_only=True)
+        ckpt.pop("model_args")
+        ckpt["model"] = {k: v for k, v in ckpt["model"].items() if not k.startswith("head")}
+        torch.save(ckpt, run / name)
+    with pytest.raises(CheckpointError, match=r"best\.pt does not fit the model small_convnet"):
+        load_run(run)
 
 
 # -- 8. corrupt run files on --resume ----------------------------------------------------------

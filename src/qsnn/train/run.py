@@ -229,6 +229,13 @@ def load_run(
         model: nn.Module = create_model(**state["model_args"])
     else:
         model = build_model(config, data.train)
-    model.load_state_dict(state["model"])
+    try:
+        model.load_state_dict(state["model"])
+    except (RuntimeError, KeyError) as err:  # sizes or names that are not this model's
+        first = str(err).strip().splitlines()[:2]
+        raise CheckpointError(
+            f"{path} does not fit the model {config.model} at {config.bits} that {config_path} "
+            f"describes: {' '.join(line.strip() for line in first)}"
+        ) from None
     model.eval()
     return model, config, data
