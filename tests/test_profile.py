@@ -855,3 +855,22 @@ def test_profile_restores_training_mode():
     model.train()
     profile(model, torch.rand(SNN_INPUT))
     assert all(m.training for m in model.modules())
+
+
+def test_a_long_trace_reports_progress(caplog, monkeypatch):
+    """With the progress interval at 0, every weight layer of a trace logs one line, counting
+    up to the model's number of conv/linear layers (small_convnet: 5 convs and a head)."""
+    import logging
+
+    from qsnn.metrics import tracker
+    from qsnn.models import create_model
+
+    monkeypatch.setattr(tracker, "PROGRESS_EVERY", 0.0)
+    model = create_model("small_convnet", bits="4/2/2", num_classes=5, img_size=16,
+                         widths=(8, 16, 16, 16, 16))  # fmt: skip
+    with caplog.at_level(logging.INFO, logger="qsnn.metrics.tracker"):
+        profile(model, torch.rand(2, 3, 16, 16))
+    lines = [r.getMessage() for r in caplog.records if r.name == "qsnn.metrics.tracker"]
+    assert len(lines) == 6
+    assert lines[0].startswith("profile: 1 weight-layer calls traced (the model has 6 weight")
+    assert lines[-1].startswith("profile: 6 weight-layer calls traced")

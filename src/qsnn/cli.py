@@ -202,6 +202,8 @@ def _cmd_profile(args: argparse.Namespace) -> int:
     from .metrics import profile
     from .models import create_model
 
+    _setup_logging()  # progress lines of long traces, data loading
+
     if args.json:
         _writable_file(args.json, "--json")
     model = create_model(args.model, bits=args.bits, **_model_shape(args))
@@ -295,6 +297,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from .metrics import profile
     from .train import evaluate, load_run
 
+    _setup_logging()  # progress lines of long traces, data loading
+
     model, config, data = load_run(args.run_dir, which=args.which, data_root=args.data_root)
     if args.time_steps is not None:
         if not hasattr(model, "set_bits"):
@@ -361,6 +365,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
 def _cmd_hw(args: argparse.Namespace) -> int:
     from .hardware import Accelerator, estimate_model
 
+    _setup_logging()  # progress lines of long traces, data loading
+
     accel = Accelerator()
     if args.array:
         accel = accel.with_array(args.array)
@@ -409,6 +415,8 @@ def _cmd_deploy(args: argparse.Namespace) -> int:
     from .deploy import convert
     from .train import load_run
 
+    _setup_logging()  # progress lines of long traces, data loading
+
     if args.out:
         (_writable_file if args.out.endswith(".npz") else _writable_dir)(args.out, "--out")
     model, config, data = load_run(args.run_dir, which=args.which, data_root=args.data_root)
@@ -427,6 +435,8 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from .deploy import load_program, verify_run
+
+    _setup_logging()  # progress lines of long traces, data loading
 
     if args.json:
         _writable_file(args.json, "--json")

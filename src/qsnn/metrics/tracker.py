@@ -22,6 +22,8 @@ per-layer formulas written here.
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
@@ -34,6 +36,10 @@ from torch.utils.flop_counter import flop_registry
 from torch.utils.weak import WeakTensorKeyDictionary
 
 from ..bitwidth import declared_level_step, declared_output_levels, declared_time_steps
+
+log = logging.getLogger(__name__)
+#: Seconds between progress lines of a long trace (a large ``T`` or model on a slow machine).
+PROGRESS_EVERY = 10.0
 
 __all__ = [
     "OpRecord",
@@ -223,6 +229,10 @@ class OpRecord:
         self.density_known = False
 
 
+#: Layers whose completion marks progress through a trace.
+_WEIGHT_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+
+
 class OpTracker(TorchDispatchMode):
     """Dispatch mode that records ``OpRecord``s; module hooks give names and declared widths."""
 
@@ -242,6 +252,10 @@ class OpTracker(TorchDispatchMode):
         for module in model.modules():
             self._handles.append(module.register_forward_pre_hook(self._enter))
             self._handles.append(module.register_forward_hook(self._leave, always_call=True))
+        # Progress of a long trace: weight layers finished, one log line every PROGRESS_EVERY s.
+        self._weight_layers = sum(isinstance(m, _WEIGHT_LAYERS) for m in model.modules())
+        self._layers_done = 0
+        self._started = self._reported = time.monotonic()
 
     # -- inputs and module hooks ---------------------------------------------------------------
     def mark_input(self, x: Tensor, steps: int) -> None:
@@ -257,12 +271,25 @@ class OpTracker(TorchDispatchMode):
         for handle in self._handles:
             handle.remove()
 
+    def _report_progress(self, name: str) -> None:
+        self._layers_done += 1
+        now = time.monotonic()
+        if now - self._reported >= PROGRESS_EVERY:
+            self._reported = now
+            log.info(
+                "profile: %d weight-layer calls traced (the model has %d weight layers; now in "
+                "%s), %.0f s",
+                self._layers_done, self._weight_layers, name, now - self._started,
+            )
+
     def _enter(self, module: nn.Module, args) -> None:
         self._stack.append(self._names.get(module, type(module).__name__))
 
     def _leave(self, module: nn.Module, args, output) -> None:
         if self._stack:
             self._stack.pop()
+        if isinstance(module, _WEIGHT_LAYERS):
+            self._report_progress(self._names.get(module, type(module).__name__))
         if not isinstance(output, Tensor):
             return
         info = self.get(output)
