@@ -95,20 +95,85 @@ def test_killed_sweep_resumes_only_the_remaining_run(tmp_path: Path) -> None:
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     # Cheapest first: (T, b_s, b_w) puts 2/1/1 before 1/2/1.
     assert [str(b) for b in plan_sweep(explicit=["1/2/1", "2/1/1"])] == ["2/1/1", "1/2/1"]
-    first = out / "runs" / "2-1-1-seed0" / "result.json"
+    runs = out / "runs"  # run directories: <w>-<s>-<t>-seed<k>-<settings key>
     deadline = time.monotonic() + 240
-    while not first.exists() and proc.poll() is None and time.monotonic() < deadline:
+    while not list(runs.glob("2-1-1-seed0-*/result.json")) and proc.poll() is None and (
+        time.monotonic() < deadline
+    ):
         time.sleep(0.05)
-    assert first.exists(), "the first run never finished"
+    assert list(runs.glob("2-1-1-seed0-*/result.json")), "the first run never finished"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    second = out / "runs" / "1-2-1-seed0" / "result.json"
-    assert not second.exists(), "the sweep finished before it could be killed"
+    (first,) = runs.glob("2-1-1-seed0-*/result.json")
+    assert not list(runs.glob("1-2-1-seed0-*/result.json")), "the sweep finished before the kill"
     before = first.read_bytes()
     mtime = first.stat().st_mtime_ns
     done = subprocess.run(cmd, capture_output=True, text=True, env=env)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "finished before, skipped" in done.stderr
     assert first.read_bytes() == before and first.stat().st_mtime_ns == mtime
-    assert second.exists()
+    assert len(list(runs.glob("1-2-1-seed0-*/result.json"))) == 1
     assert (out / "report.md").exists()
+
+
+# -- issue 16, item 1: runs keyed by everything that shapes them ------------------------------
+def test_changed_settings_train_new_runs_and_the_report_keeps_them_apart(tmp_path: Path) -> None:
+    """A finished 1-epoch sweep re-run with another learning rate trains a new run instead of
+    reusing the old one ("finished before"); the report's table holds only the runs of the
+    sweep's current settings and names the other one with how it differs; the same settings
+    again train nothing."""
+    plan = [Bits.parse("2/1/1")]
+    sweep(TrainConfig(**TINY), plan, tmp_path)
+    first = sorted((tmp_path / "runs").iterdir())
+    assert len(first) == 1 and first[0].name.startswith("2-1-1-seed0-")
+    other = TrainConfig(**{**TINY, "lr": 1e-3})
+    sweep(other, plan, tmp_path)
+    second = sorted((tmp_path / "runs").iterdir())
+    assert len(second) == 2  # a new directory: another key
+    lrs = {json.loads((d / "config.json").read_text())["lr"] for d in second}
+    assert lrs == {2e-3, 1e-3}
+    report = build_report(tmp_path)
+    assert len(report.rows) == 1 and report.rows[0]["_settings"].lr == 1e-3
+    md = (tmp_path / "report.md").read_text()
+    assert "Not in this table: 1 finished run(s)" in md and "lr 0.002" in md
+    stamp = {d.name: (d / "result.json").stat().st_mtime_ns for d in second}
+    sweep(other, plan, tmp_path)  # same settings: nothing retrained
+    assert {d.name: (d / "result.json").stat().st_mtime_ns
+            for d in (tmp_path / "runs").iterdir()} == stamp  # fmt: skip
+
+
+def test_settings_key_covers_what_shapes_a_run() -> None:
+    from qsnn.train.config import settings_key
+
+    base = TrainConfig(**TINY)
+    assert settings_key(base) == settings_key(TrainConfig(**TINY))
+    assert settings_key(base) == settings_key(TrainConfig(**{**TINY, "threads": 2}))  # resumable
+    for change in ({"epochs": 2}, {"seed": 1}, {"bits": "2/2/2"}, {"overrides": {"head": 8}},
+                   {"model_options": {"neuron": {"theta": 0.5}}}):  # fmt: skip
+        assert settings_key(TrainConfig(**{**TINY, **change})) != settings_key(base), change
+
+
+def test_a_run_directory_from_before_run_keys_is_reused(tmp_path: Path) -> None:
+    """A sweep directory written before run keys (``2-1-1-seed0``) keeps its finished run
+    when the settings match: renamed to the old layout, the run is skipped, not retrained."""
+    plan = [Bits.parse("2/1/1")]
+    sweep(TrainConfig(**TINY), plan, tmp_path)
+    (keyed,) = (tmp_path / "runs").iterdir()
+    legacy = keyed.with_name("2-1-1-seed0")
+    keyed.rename(legacy)
+    stamp = (legacy / "result.json").stat().st_mtime_ns
+    sweep(TrainConfig(**TINY), plan, tmp_path)
+    assert [d.name for d in (tmp_path / "runs").iterdir()] == ["2-1-1-seed0"]
+    assert (legacy / "result.json").stat().st_mtime_ns == stamp
+    assert len(build_report(tmp_path).rows) == 1
+
+
+def test_only_rank_0_writes_the_sweep_file(tmp_path: Path, monkeypatch) -> None:
+    """Under torchrun every rank runs the sweep; a rank other than 0 writes no sweep.json (its
+    runs were finished by rank 0 here, so it trains nothing either)."""
+    plan = [Bits.parse("2/1/1")]
+    sweep(TrainConfig(**TINY), plan, tmp_path / "a")
+    (tmp_path / "a" / "sweep.json").unlink()
+    monkeypatch.setenv("RANK", "1")
+    sweep(TrainConfig(**TINY), plan, tmp_path / "a")
+    assert not (tmp_path / "a" / "sweep.json").exists()

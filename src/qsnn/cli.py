@@ -345,6 +345,8 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     out = args.out or f"runs/sweep-{base.model}-{base.dataset}-b{args.budget or 'list'}"
     _writable_dir(out, "--out")
     sweep(base, plan, out, seeds=args.seeds)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return 0  # under torchrun, rank 0 writes the report
     report = build_report(out)
     print(report.table())
     print("\n".join(report.findings()))

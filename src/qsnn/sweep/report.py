@@ -18,11 +18,13 @@ import math
 import os
 import statistics
 from collections import defaultdict
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from ..allocation import Bits
 from ..io import read_json_object, write_text_atomic
+from ..train.config import RESUMABLE_FIELDS, TrainConfig, settings_key
 
 __all__ = ["Report", "build_report", "collect_runs"]
 
@@ -56,6 +58,8 @@ _RUN_FIELDS = (
 
 def _run_row(result: dict[str, Any]) -> dict[str, Any]:
     bits = Bits.parse(result["bits"])
+    config = result.get("config")
+    settings = TrainConfig.from_dict(config) if isinstance(config, dict) else None
     prof = result.get("profile") or {}
     totals = prof.get("totals", {})
     return {
@@ -83,6 +87,8 @@ def _run_row(result: dict[str, Any]) -> dict[str, Any]:
         "train_images_per_s": result.get("train_images_per_s"),
         "fps": (result.get("hardware") or {}).get("fps"),
         "_firing_rates": [(layer["name"], layer["fr"]) for layer in prof.get("layers", [])],
+        "_settings": settings,
+        "_key": settings_key(settings) if settings is not None else None,
     }
 
 
@@ -123,9 +129,16 @@ def _extreme(pick, values: list[float | None]) -> float:
 class Report:
     """Per-run rows and per-allocation summaries of one sweep."""
 
-    def __init__(self, rows: list[dict[str, Any]], settings: dict[str, Any] | None = None):
+    def __init__(
+        self,
+        rows: list[dict[str, Any]],
+        settings: dict[str, Any] | None = None,
+        other_runs: list[dict[str, Any]] | None = None,
+    ):
         self.rows = rows
         self.settings = settings or {}
+        #: Finished runs in the directory trained with other settings (not in the table).
+        self.other_runs = other_runs or []
         groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for row in rows:
             groups[row["bits"]].append(row)
@@ -236,6 +249,8 @@ class Report:
                 f"{_fmt(r['energy_bits_uj'], 1, 4)} | {_pm(r['acc'], r['acc_std'])} | "
                 f"{_pm(r['acc_last'], r['acc_last_std'])} | {fps}{_fmt(r['wall_time_s'], 1, 0)} |"
             )
+        if self.other_runs:
+            lines += ["", _other_runs_note(self.other_runs, self.settings.get("base", {}))]
         lines += ["", "## Findings", ""]
         lines += [f"- {sentence}" for sentence in self.findings()]
         for fig, caption in zip(figures, _CAPTIONS.values(), strict=False):
@@ -561,11 +576,60 @@ def _html(report: Report, markdown: str, out: Path, figures: list[str]) -> str:
     )
 
 
+def split_by_settings(
+    rows: list[dict[str, Any]], settings: dict[str, Any]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """``(this sweep's runs, other runs)``: a run is the sweep's when its settings key is that
+    of the sweep's base config at the run's allocation and seed (``sweep.json``), so a table
+    never mixes runs trained with other settings. Without a base config every run is kept."""
+    base = settings.get("base")
+    if not isinstance(base, dict):
+        return rows, []
+    base_config = TrainConfig.from_dict(base)
+    mine, other = [], []
+    for row in rows:
+        config = row["_settings"]
+        same = config is not None and row["_key"] == settings_key(
+            replace(base_config, bits=row["bits"], seed=config.seed)
+        )
+        (mine if same else other).append(row)
+    return mine, other
+
+
+def _other_runs_note(other: list[dict[str, Any]], base: dict[str, Any]) -> str:
+    """One paragraph: which finished runs the table leaves out, and how their settings differ
+    from the sweep's."""
+    parts = []
+    for row in other:
+        config = row["_settings"]
+        if config is None:
+            parts.append(f"{row['bits']} (settings unknown)")
+            continue
+        differ = [
+            f"{k} {v!r}"
+            for k, v in config.to_dict().items()
+            if k not in RESUMABLE_FIELDS | {"bits", "seed"} and base.get(k, v) != v
+        ]
+        parts.append(f"{row['bits']} seed {config.seed} ({', '.join(differ) or 'same'})")
+    return (
+        f"Not in this table: {len(other)} finished run(s) in `runs/` trained with other "
+        f"settings than this sweep's: {'; '.join(parts)}."
+    )
+
+
 def build_report(sweep_dir: str | os.PathLike) -> Report:
-    """Collect a sweep's finished runs and write every report file into ``sweep_dir``."""
+    """Collect a sweep's finished runs and write every report file into ``sweep_dir``. With a
+    ``sweep.json``, only the runs trained with its settings make the table
+    (:func:`split_by_settings`); the others are named in the report."""
     settings_path = Path(sweep_dir) / "sweep.json"
     exists = settings_path.exists()
     settings = read_json_object(settings_path, "a sweep's settings") if exists else {}
-    report = Report(collect_runs(sweep_dir), settings)
+    mine, other = split_by_settings(collect_runs(sweep_dir), settings)
+    if not mine:
+        raise ValueError(
+            f"{sweep_dir} has no finished run with the settings of its sweep.json yet "
+            f"({len(other)} with other settings)"
+        )
+    report = Report(mine, settings, other)
     report.write(sweep_dir)
     return report

@@ -2,12 +2,17 @@
 
 Layout of a sweep directory::
 
-    DIR/sweep.json                  the sweep's settings (written first)
-    DIR/runs/<w>-<s>-<t>-seed<k>/   one ``qsnn train`` run directory each
+    DIR/sweep.json                        the sweep's settings (written first)
+    DIR/runs/<w>-<s>-<t>-seed<k>-<key>/   one ``qsnn train`` run directory each
     DIR/results.csv, results.jsonl, report.md, report.html, *.png   (``qsnn report DIR``)
 
-A run counts as finished when its ``result.json`` exists; re-running the same sweep skips
-finished runs and resumes an interrupted one from its checkpoint.
+``<key>`` is the run's :func:`~qsnn.train.config.settings_key`: a hash of everything that
+shapes it (model, data, allocation, overrides, recipe, seed, neuron options). A run counts as
+finished when its ``result.json`` exists; re-running the same sweep skips finished runs and
+resumes an interrupted one from its checkpoint, while a re-run with other settings (more
+epochs, another learning rate) trains new runs beside the old ones. Directories written before
+run keys (``<w>-<s>-<t>-seed<k>``) are reused when their ``config.json`` matches. Under
+``torchrun`` only rank 0 writes the sweep's own files (each run writes from rank 0 too).
 """
 
 from __future__ import annotations
@@ -21,17 +26,36 @@ from typing import Any
 
 from ..allocation import Bits, allocations
 from ..io import read_json_object, write_json_atomic
-from ..train import TrainConfig
-from ..train.engine import CHECKPOINT
+from ..train import TrainConfig, read_config
+from ..train.config import settings_key
+from ..train.engine import CHECKPOINT, CONFIG
 
-__all__ = ["dry_run", "plan_sweep", "run_dir_name", "sweep"]
+__all__ = ["dry_run", "plan_sweep", "run_dir_for", "run_dir_name", "sweep"]
 
 log = logging.getLogger(__name__)
 
 
-def run_dir_name(bits: Bits, seed: int) -> str:
-    """``4-2-2-seed0`` for allocation ``4/2/2`` and seed 0."""
-    return f"{bits.w}-{bits.s}-{bits.t}-seed{seed}"
+def run_dir_name(bits: Bits, seed: int, key: str | None = None) -> str:
+    """``4-2-2-seed0-<key>`` for allocation ``4/2/2``, seed 0 and settings key ``key``
+    (``4-2-2-seed0`` without one: the layout before run keys)."""
+    name = f"{bits.w}-{bits.s}-{bits.t}-seed{seed}"
+    return f"{name}-{key}" if key else name
+
+
+def run_dir_for(runs: Path, config: TrainConfig) -> Path:
+    """The directory of the run ``config`` describes: its keyed directory, or a legacy
+    unkeyed one whose saved settings are exactly ``config``'s."""
+    bits = Bits.parse(config.bits)
+    keyed = runs / run_dir_name(bits, config.seed, settings_key(config))
+    legacy = runs / run_dir_name(bits, config.seed)
+    if not keyed.exists() and (legacy / CONFIG).is_file():
+        try:
+            saved = read_config(legacy / CONFIG)
+        except ValueError:
+            return keyed
+        if settings_key(saved) == settings_key(config):
+            return legacy
+    return keyed
 
 
 def plan_sweep(
@@ -146,13 +170,15 @@ def sweep(
                 f"{out} holds a sweep of {old.get('model')} on {old.get('dataset')}; "
                 "choose another --out"
             )
-    write_json_atomic(previous, settings)
+    if int(os.environ.get("RANK", "0")) == 0:  # one writer under torchrun
+        write_json_atomic(previous, settings)
     results = []
     total = len(plan) * seeds
     done = 0
     for bits in plan:
         for k in range(seeds):
-            run = out / "runs" / run_dir_name(bits, base.seed + k)
+            config = replace(base, bits=str(bits), seed=base.seed + k)
+            run = run_dir_for(out / "runs", config)
             done += 1
             result_path = run / "result.json"
             if result_path.exists():
@@ -170,6 +196,5 @@ def sweep(
                 base.seed + k,
                 " (resuming)" if resume else "",
             )
-            config = replace(base, bits=str(bits), seed=base.seed + k)
             results.append(train(config, run, resume=resume))
     return results

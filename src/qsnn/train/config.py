@@ -8,6 +8,7 @@ one flag per field from it, so the dataclass and the command line cannot drift a
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import math
 import numbers
@@ -26,6 +27,7 @@ __all__ = [
     "default_text",
     "field_type",
     "resume_conflicts",
+    "settings_key",
 ]
 
 _PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -246,6 +248,17 @@ class TrainConfig:
                 k: Bits(**v) if _is_saved_bits(v) else v for k, v in values["overrides"].items()
             }
         return cls(**values)
+
+
+def settings_key(config: TrainConfig) -> str:
+    """A run's identity: 12 hex digits of the SHA-256 of every setting that shapes it (all
+    fields but :data:`RESUMABLE_FIELDS`, as canonical JSON). Two configs that train the same
+    run have the same key; another allocation, seed, recipe, overrides or neuron option gives
+    another. A sweep names its run directories with it, so a re-run with other settings trains
+    new runs instead of reusing finished ones."""
+    shaping = {k: v for k, v in config.to_dict().items() if k not in RESUMABLE_FIELDS}
+    text = json.dumps(shaping, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
 
 
 def resume_conflicts(saved: TrainConfig, given: TrainConfig) -> list[str]:
