@@ -394,6 +394,7 @@ CLI_RUN = ["--epochs", "2", "--batch-size", "128", "--lr", "3e-3", "--precision"
            "--precise-bn", "0", "--profile-batches", "0"]  # fmt: skip
 
 
+@pytest.mark.slow  # real CLI processes (~13 s); the in-process SIGTERM test above runs always
 def test_sigterm_to_a_cli_run_exits_non_zero_and_resumes_to_the_same_result(
     two_epoch_reference: Path, tmp_path: Path
 ):
@@ -629,6 +630,7 @@ def test_a_corrupt_config_json_on_resume_names_the_file(content: str, tmp_path: 
     assert files(run) == before
 
 
+@pytest.mark.slow  # two real CLI processes (~9 s); the lock itself is tested in process above
 def test_qsnn_train_reports_a_subprocess_lock_conflict_in_one_line(tmp_path: Path):
     """The real command, in its own process, while another process holds the run directory."""
     out = tmp_path / "run"
