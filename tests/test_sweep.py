@@ -177,3 +177,56 @@ def test_only_rank_0_writes_the_sweep_file(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("RANK", "1")
     sweep(TrainConfig(**TINY), plan, tmp_path / "a")
     assert not (tmp_path / "a" / "sweep.json").exists()
+
+
+def test_two_sweep_processes_on_one_directory_train_each_run_once(tmp_path: Path) -> None:
+    """Two `qsnn sweep` processes started together on one --out share the work: every run is
+    trained by one of them (one metrics line per epoch, one result, three "epoch 1/1" lines in
+    the two logs together), and both exit 0 with the whole table."""
+    out = tmp_path / "sw"
+    cmd = [*QSNN, "sweep", "--allocations", "1/2/1,2/1/1,1/1/2", "--out", str(out), *_flags()]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TORCHDYNAMO_DISABLE": "1"}
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env=env) for _ in range(2)]  # fmt: skip
+    logs = [p.communicate(timeout=600) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [err[-2000:] for _, err in logs]
+    runs = sorted((out / "runs").iterdir())
+    assert len(runs) == 3
+    for run in runs:
+        assert len((run / "metrics.jsonl").read_text().splitlines()) == 1, run.name  # 1 epoch
+        assert (run / "result.json").is_file()
+    trained = [err.count("epoch 1/1: loss") for _, err in logs]  # one line per trained run
+    assert sum(trained) == 3, [err[-3000:] for _, err in logs]
+    for stdout, _ in logs:
+        assert all(b in stdout for b in ("1/2/1", "2/1/1", "1/1/2"))
+
+
+@pytest.mark.slow  # two real sweeps, one killed (~50 s)
+def test_a_killed_workers_run_is_taken_over(tmp_path: Path) -> None:
+    """Worker A trains the one run of a 2-epoch sweep; worker B, started meanwhile, leaves it
+    to A and waits. A is killed after its first epoch: B resumes the run from A's checkpoint
+    and finishes the sweep (two metrics lines, one per epoch: nothing trained twice)."""
+    out = tmp_path / "sw"
+    flags = _flags()
+    flags[flags.index("--epochs") + 1] = "2"
+    cmd = [*QSNN, "sweep", "--allocations", "2/1/1", "--out", str(out), *flags]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TORCHDYNAMO_DISABLE": "1"}
+    a = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and not list(out.glob("runs/*/.lock")):
+        time.sleep(0.05)
+    b = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    metrics = lambda: list(out.glob("runs/*/metrics.jsonl"))  # noqa: E731
+    while time.monotonic() < deadline and not (
+        metrics() and metrics()[0].read_text().strip() and a.poll() is None
+    ):
+        time.sleep(0.05)
+    a.send_signal(signal.SIGKILL)
+    a.wait()
+    _, err = b.communicate(timeout=600)
+    assert b.returncode == 0, err[-2000:]
+    assert "back to it later" in err and "(resuming)" in err, err[-2000:]
+    (run,) = (out / "runs").iterdir()
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [1, 2]
+    assert (run / "result.json").is_file()

@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from ..allocation import Bits, allocations
-from ..io import read_json_object, write_json_atomic
+from ..io import DirectoryInUseError, lock_directory, read_json_object, write_json_atomic
 from ..train import TrainConfig, read_config
 from ..train.config import settings_key
 from ..train.engine import CHECKPOINT, CONFIG
@@ -149,9 +150,16 @@ def sweep(
     out_dir: str | os.PathLike,
     *,
     seeds: int = 1,
+    poll_s: float = 5.0,
 ) -> list[dict[str, Any]]:
     """Train every allocation in ``plan`` for ``seeds`` seeds (``base.seed + k``) into
-    ``out_dir/runs``; skip finished runs, resume interrupted ones. Returns the results."""
+    ``out_dir/runs``; skip finished runs, resume interrupted ones. Returns the results.
+
+    Several ``sweep`` processes may share one ``out_dir``: a run being trained by another
+    process (its directory is locked, :func:`qsnn.io.lock_directory`) is left to it and looked
+    at again every ``poll_s`` seconds once this process has nothing else to do; when it has
+    finished, its result is read; when its process died (the lock is gone with it), this
+    process resumes it from its checkpoint. Each run is trained by one process at a time."""
     from ..train import train
 
     if seeds < 1:
@@ -172,29 +180,31 @@ def sweep(
             )
     if int(os.environ.get("RANK", "0")) == 0:  # one writer under torchrun
         write_json_atomic(previous, settings)
-    results = []
-    total = len(plan) * seeds
-    done = 0
-    for bits in plan:
-        for k in range(seeds):
-            config = replace(base, bits=str(bits), seed=base.seed + k)
+    jobs = [replace(base, bits=str(bits), seed=base.seed + k) for bits in plan
+            for k in range(seeds)]  # fmt: skip
+    results: dict[int, dict[str, Any]] = {}
+    pending = list(range(len(jobs)))
+    while pending:
+        busy = []
+        for i in pending:
+            config = jobs[i]
             run = run_dir_for(out / "runs", config)
-            done += 1
-            result_path = run / "result.json"
-            if result_path.exists():
-                log.info(
-                    "[%d/%d] %s seed %d: finished before, skipped", done, total, bits, base.seed + k
-                )
-                results.append(read_json_object(result_path, "a run's result"))
-                continue
-            resume = (run / CHECKPOINT).exists()
-            log.info(
-                "[%d/%d] %s seed %d%s",
-                done,
-                total,
-                bits,
-                base.seed + k,
-                " (resuming)" if resume else "",
-            )
-            results.append(train(config, run, resume=resume))
-    return results
+            tag = f"[{i + 1}/{len(jobs)}] {config.bits} seed {config.seed}"
+            try:
+                if not (run / "result.json").exists():
+                    with lock_directory(run, "run directory"):
+                        pass  # free now (a worker that takes it first is caught below)
+                if (run / "result.json").exists():  # looked at after the lock: settled
+                    log.info("%s: finished before, skipped", tag)
+                    results[i] = read_json_object(run / "result.json", "a run's result")
+                    continue
+                resume = (run / CHECKPOINT).exists()
+                log.info("%s%s", tag, " (resuming)" if resume else "")
+                results[i] = train(config, run, resume=resume)
+            except DirectoryInUseError as err:
+                log.info("%s: %s; back to it later", tag, err)
+                busy.append(i)
+        pending = busy
+        if pending:  # another worker trains these: wait until they finish or it dies
+            time.sleep(poll_s)
+    return [results[i] for i in range(len(jobs))]
