@@ -179,6 +179,7 @@ def test_only_rank_0_writes_the_sweep_file(tmp_path: Path, monkeypatch) -> None:
     assert not (tmp_path / "a" / "sweep.json").exists()
 
 
+@pytest.mark.slow  # two independent processes (~35 s); --workers below covers the same locks
 def test_two_sweep_processes_on_one_directory_train_each_run_once(tmp_path: Path) -> None:
     """Two `qsnn sweep` processes started together on one --out share the work: every run is
     trained by one of them (one metrics line per epoch, one result, three "epoch 1/1" lines in
@@ -230,3 +231,21 @@ def test_a_killed_workers_run_is_taken_over(tmp_path: Path) -> None:
     lines = (run / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["epoch"] for line in lines] == [1, 2]
     assert (run / "result.json").is_file()
+
+
+def test_workers_share_a_sweep_and_train_each_run_once(tmp_path: Path) -> None:
+    """`qsnn sweep --workers 2`: two worker processes train the three runs between them (one
+    metrics line per run, three "epoch 1/1" lines in all), the parent writes one report."""
+    out = tmp_path / "sw"
+    cmd = [*QSNN, "sweep", "--allocations", "1/2/1,2/1/1,1/1/2", "--out", str(out),
+           "--workers", "2", *_flags()]  # fmt: skip
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TORCHDYNAMO_DISABLE": "1"}
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    runs = sorted((out / "runs").iterdir())
+    assert len(runs) == 3
+    for run in runs:
+        assert len((run / "metrics.jsonl").read_text().splitlines()) == 1, run.name
+    assert done.stderr.count("epoch 1/1: loss") == 3, done.stderr[-3000:]
+    assert (out / "report.md").is_file()
+    assert all(b in done.stdout for b in ("1/2/1", "2/1/1", "1/1/2"))

@@ -344,14 +344,40 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         return 0
     out = args.out or f"runs/sweep-{base.model}-{base.dataset}-b{args.budget or 'list'}"
     _writable_dir(out, "--out")
-    sweep(base, plan, out, seeds=args.seeds)
-    if int(os.environ.get("RANK", "0")) != 0:
+    if args.workers > 1:
+        _sweep_workers(args, base, out)
+    else:
+        sweep(base, plan, out, seeds=args.seeds)
+    if int(os.environ.get("RANK", "0")) != 0 or args.no_report:
         return 0  # under torchrun, rank 0 writes the report
     report = build_report(out)
     print(report.table())
     print("\n".join(report.findings()))
     print(f"report: {out}/report.md, {out}/report.html")
     return 0
+
+
+def _sweep_workers(args: argparse.Namespace, base, out: str) -> None:
+    """``--workers N``: N ``qsnn sweep`` processes on ``out`` (the same command, the cores
+    divided between them, no report each); they share the runs through the run-directory
+    locks. Fails if any worker fails."""
+    import subprocess
+
+    threads = max(1, (base.threads or os.cpu_count() or 1) // args.workers)
+    argv, skip = [], False
+    for token in args.argv:  # the command line without --workers / --threads
+        if skip:
+            skip = False
+        elif token in ("--workers", "--threads"):
+            skip = True
+        elif not token.startswith(("--workers=", "--threads=")):
+            argv.append(token)
+    command = [sys.executable, "-m", "qsnn", *argv, "--out", out, "--threads", str(threads),
+               "--no-report"]  # fmt: skip
+    procs = [subprocess.Popen(command) for _ in range(args.workers)]
+    codes = [p.wait() for p in procs]
+    if any(codes):
+        raise ValueError(f"sweep workers exited with {codes}; their messages are above")
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
@@ -543,6 +569,14 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
         help="list the allocations and their S-ACE without training",
     )
     p.add_argument("--out", help="sweep directory (default runs/sweep-MODEL-DATASET-bBUDGET)")
+    p.add_argument(
+        "--workers", type=_count(1), default=1,
+        help="worker processes sharing the sweep, the cores divided between them (default 1)",
+    )
+    p.add_argument(
+        "--no-report", action="store_true",
+        help="train only (a worker that joins a sweep another process reports)",
+    )
     add_train_flags(p)
     p.set_defaults(func=_cmd_sweep)
 
@@ -619,6 +653,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(argv)
     args = parser.parse_args(argv)
+    args.argv = argv  # the command line, for commands that start copies of themselves
     try:
         return args.func(args)
     except BrokenPipeError:  # output piped into `head` and closed early
