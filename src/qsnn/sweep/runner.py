@@ -150,7 +150,7 @@ def sweep(
     out_dir: str | os.PathLike,
     *,
     seeds: int = 1,
-    poll_s: float = 5.0,
+    poll_s: float = 1.0,
 ) -> list[dict[str, Any]]:
     """Train every allocation in ``plan`` for ``seeds`` seeds (``base.seed + k``) into
     ``out_dir/runs``; skip finished runs, resume interrupted ones. Returns the results.
