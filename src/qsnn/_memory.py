@@ -47,6 +47,7 @@ from torch.utils._pytree import tree_flatten
 __all__ = [
     "ActivationEstimate",
     "MemoryLimitError",
+    "ModelMemoryCheck",
     "activation_bytes",
     "at_time_steps",
     "available_bytes",
@@ -279,3 +280,42 @@ def activation_bytes(
     one, two = measured
     per_step = max(0, two - one)
     return ActivationEstimate(fixed=max(0, one - per_step), per_step=per_step, autograd=autograd)
+
+
+#: Below this many step-samples (``T * B``) a call is not estimated by default: the estimate's
+#: own two runs (three step-samples) would cost a large share of it.
+CHECK_ABOVE = 16
+
+
+class ModelMemoryCheck:
+    """``check(what, steps, batch)`` refuses a call of ``model`` at ``T = steps`` on ``batch``
+    samples whose activations cannot fit (:func:`check_fits` of :func:`activation_bytes`,
+    estimated once, on the first call that needs it, from ``example``). Calls of at most
+    ``check_above`` step-samples are not checked. What ``profile``, ``hw`` and training share.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        example: Tensor,
+        *,
+        autograd: bool = False,
+        time_major: bool | None = None,
+        check_above: int = CHECK_ABOVE,
+    ) -> None:
+        self.model, self.example = model, example
+        self.autograd, self.time_major, self.check_above = autograd, time_major, check_above
+        self.device = next((p.device for p in model.parameters()), example.device)
+        self._estimate: list[ActivationEstimate | None] = []  # empty: not estimated yet
+
+    def __call__(self, what: str, steps: int, batch: int) -> None:
+        if steps * batch <= self.check_above:
+            return
+        if not self._estimate:
+            self._estimate.append(activation_bytes(
+                self.model, self.example, autograd=self.autograd, time_major=self.time_major
+            ))
+        estimate = self._estimate[0]
+        if estimate is not None:  # None: nothing in the model grows with T
+            check_fits(f"{what} at T={steps}, batch {batch}", estimate.bytes(steps, batch),
+                       self.device)

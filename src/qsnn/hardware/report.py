@@ -28,7 +28,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from .._memory import activation_bytes, at_time_steps, check_fits
+from .._memory import ModelMemoryCheck, at_time_steps
 from .._table import layer_table
 from ..allocation import FLOAT_WEIGHT_BITS, Bits
 from ..bitwidth import declared_weight_bits
@@ -116,7 +116,7 @@ def gemms_from_model(
         with torch.no_grad():
             gemms = None if time_major else _short_trace(model, steps, trace)
             if gemms is None:
-                _check_full_trace(model, example_input, time_major, steps, batch)
+                ModelMemoryCheck(model, example_input, time_major=time_major)("hw", steps, batch)
                 gemms = trace()
     finally:
         for module, mode in was:
@@ -151,17 +151,6 @@ def _short_trace(model: nn.Module, steps: int, trace) -> list[GemmShape] | None:
             return None
         found.append(gemms)
     return found[0] if all(g == found[0] for g in found) else None
-
-
-def _check_full_trace(model: nn.Module, example: Tensor, time_major: bool, steps: int,
-                      batch: int) -> None:
-    """Refuse a trace at the model's own ``T`` whose activations cannot fit (``qsnn._memory``)."""
-    if steps * batch <= 16:
-        return
-    est = activation_bytes(model, example, time_major=time_major)
-    if est is not None:
-        device = next((p.device for p in model.parameters()), example.device)
-        check_fits(f"hw at T={steps}, batch {batch}", est.bytes(steps, batch), device)
 
 
 @dataclass

@@ -33,7 +33,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from .._memory import activation_bytes, check_fits, time_step_modules
+from .._memory import ModelMemoryCheck, time_step_modules
 from .._table import layer_table
 from ..allocation import FLOAT_WEIGHT_BITS, Bits
 from ..bitwidth import declared_weight_bits
@@ -286,28 +286,17 @@ def profile(
     return Profile(rows, params, params_16, bits, counting, input_bits, source, energy)
 
 
-#: Below this many step-samples (``T * B``) ``profile`` runs without a memory estimate: the
-#: estimate's own two runs (three step-samples) would cost a large share of the call.
-_CHECK_ABOVE = 16
-
-
 def _memory_check(model: nn.Module, example: Tensor, time_major: bool):
     """A function that raises ``MemoryLimitError`` for a batch whose forward pass cannot fit
-    (``qsnn._memory``: estimated from one sample at T = 1 and 2), checked before it runs."""
+    (``qsnn._memory``: estimated once from one sample at T = 1 and 2), checked before it
+    runs."""
     encoders = [m.output_time_steps for m in time_step_modules(model)]
     model_steps = max(encoders, default=1)
-    device = next((p.device for p in model.parameters()), example.device)
-    estimate: list = []
+    check = ModelMemoryCheck(model, example, time_major=time_major)
 
     def fits(x: Tensor) -> None:
         steps, batch = (x.shape[0], x.shape[1]) if time_major else (model_steps, x.shape[0])
-        if steps * batch <= _CHECK_ABOVE:
-            return
-        if not estimate:
-            estimate.append(activation_bytes(model, example, time_major=time_major))
-        if estimate[0] is not None:
-            check_fits(f"profile at T={steps}, batch {batch}", estimate[0].bytes(steps, batch),
-                       device)
+        check("profile", steps, batch)
 
     return fits
 

@@ -186,17 +186,11 @@ def _check_memory(model: nn.Module, train_data: Any, config: TrainConfig, env: T
     """Refuse, before the first step, a ``T`` and batch whose activations cannot fit: one
     sample run at ``T = 1`` and ``2`` (``qsnn._memory``), scaled to ``T`` and the batch. A
     training step at ``T = 100000`` would otherwise allocate until the machine gives out."""
-    from .._memory import activation_bytes, check_fits
+    from .._memory import ModelMemoryCheck
 
-    steps = Bits.parse(config.bits).t
     example, _ = next(iter(train_data.batches(1, device=env.device)))
-    estimate = activation_bytes(model, example, autograd=True)
-    if estimate is not None:
-        check_fits(
-            f"training at T={steps}, batch {config.batch_size}",
-            estimate.bytes(steps, config.batch_size),
-            env.device,
-        )
+    check = ModelMemoryCheck(model, example, autograd=True, check_above=0)
+    check("training", Bits.parse(config.bits).t, config.batch_size)
 
 
 def absolute_data_root(config: TrainConfig) -> TrainConfig:
