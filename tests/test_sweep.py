@@ -249,3 +249,26 @@ def test_workers_share_a_sweep_and_train_each_run_once(tmp_path: Path) -> None:
     assert done.stderr.count("epoch 1/1: loss") == 3, done.stderr[-3000:]
     assert (out / "report.md").is_file()
     assert all(b in done.stdout for b in ("1/2/1", "2/1/1", "1/1/2"))
+
+
+@pytest.mark.slow  # torchrun with two processes (~40 s)
+def test_a_torchrun_sweep_trains_every_run_on_every_rank_and_reports_once(tmp_path: Path):
+    """Under torchrun the ranks train each run together (no rank leaves a run locked by rank
+    0 to "another worker", which would hang the other in its collective), and rank 0 alone
+    writes sweep.json, the runs' files and the report."""
+    torchrun = Path(sys.executable).parent / "torchrun"
+    out = tmp_path / "sw"
+    cmd = [str(torchrun), "--standalone", "--nproc-per-node", "2", "-m", "qsnn.cli", "sweep",
+           "--allocations", "1/2/1,2/1/1", "--out", str(out), "--device", "cpu", *_flags()]
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE")}
+    env.update(PYTHONUNBUFFERED="1", TORCHDYNAMO_DISABLE="1", OMP_NUM_THREADS="1")
+    done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=600)  # fmt: skip
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    runs = sorted((out / "runs").iterdir())
+    assert len(runs) == 2
+    for run in runs:
+        assert json.loads((run / "result.json").read_text())["environment"]["world_size"] == 2
+        assert len((run / "metrics.jsonl").read_text().splitlines()) == 1
+    assert done.stdout.count("report: ") == 1  # rank 0 alone reports
+    assert "back to it later" not in done.stderr

@@ -27,7 +27,7 @@ __all__ = ["main"]
 
 
 # -- flag values ------------------------------------------------------------------------------
-# Checked by argparse, so a bad value is one "qsnn CMD: error: argument --flag: ..." line before
+# Checked by argparse, so a bad value is one "qsnn: error: argument --flag: ..." line before
 # anything is loaded.
 
 
@@ -273,6 +273,7 @@ def _resume_config(args: argparse.Namespace, run_dir: str):
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from .train import train
+    from .train.environment import launch_rank
 
     _setup_logging()
     config = _train_config(args)
@@ -281,7 +282,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.resume and os.path.exists(os.path.join(out, "config.json")):
         config = _resume_config(args, out)
     result = train(config, out, resume=args.resume)
-    if result is not None and int(os.environ.get("RANK", "0")) == 0:
+    if result is not None and launch_rank()[0] == 0:
         sel = result["selection"]
         print(
             f"{config.model} on {config.dataset} at {config.bits}: test accuracy "
@@ -323,6 +324,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
     from .sweep import build_report, dry_run, plan_sweep, sweep
+    from .train.environment import launch_rank
 
     _setup_logging()
     weights = args.weights
@@ -348,7 +350,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         _sweep_workers(args, base, out)
     else:
         sweep(base, plan, out, seeds=args.seeds)
-    if int(os.environ.get("RANK", "0")) != 0 or args.no_report:
+    if launch_rank()[0] != 0 or args.no_report:
         return 0  # under torchrun, rank 0 writes the report
     report = build_report(out)
     print(report.table())

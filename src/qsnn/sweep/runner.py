@@ -30,6 +30,7 @@ from ..io import DirectoryInUseError, lock_directory, read_json_object, write_js
 from ..train import TrainConfig, read_config
 from ..train.config import settings_key
 from ..train.engine import CHECKPOINT, CONFIG
+from ..train.environment import launch_rank
 
 __all__ = ["dry_run", "plan_sweep", "run_dir_for", "run_dir_name", "sweep"]
 
@@ -159,7 +160,8 @@ def sweep(
     process (its directory is locked, :func:`qsnn.io.lock_directory`) is left to it and looked
     at again every ``poll_s`` seconds once this process has nothing else to do; when it has
     finished, its result is read; when its process died (the lock is gone with it), this
-    process resumes it from its checkpoint. Each run is trained by one process at a time."""
+    process resumes it from its checkpoint. Each run is trained by one process at a time. The
+    ranks of one ``torchrun`` job do not share this way: they train every run together."""
     from ..train import train
 
     if seeds < 1:
@@ -178,8 +180,12 @@ def sweep(
                 f"{out} holds a sweep of {old.get('model')} on {old.get('dataset')}; "
                 "choose another --out"
             )
-    if int(os.environ.get("RANK", "0")) == 0:  # one writer under torchrun
+    rank, world = launch_rank()
+    if rank == 0:  # one writer under torchrun
         write_json_atomic(previous, settings)
+    # Several sweep processes share the runs through the run locks; the ranks of one torchrun
+    # job must train the same run together instead (only rank 0 locks; no rank may skip one).
+    shared = world == 1
     jobs = [replace(base, bits=str(bits), seed=base.seed + k) for bits in plan
             for k in range(seeds)]  # fmt: skip
     results: dict[int, dict[str, Any]] = {}
@@ -191,7 +197,7 @@ def sweep(
             run = run_dir_for(out / "runs", config)
             tag = f"[{i + 1}/{len(jobs)}] {config.bits} seed {config.seed}"
             try:
-                if not (run / "result.json").exists():
+                if shared and not (run / "result.json").exists():
                     with lock_directory(run, "run directory"):
                         pass  # free now (a worker that takes it first is caught below)
                 if (run / "result.json").exists():  # looked at after the lock: settled
@@ -202,6 +208,8 @@ def sweep(
                 log.info("%s%s", tag, " (resuming)" if resume else "")
                 results[i] = train(config, run, resume=resume)
             except DirectoryInUseError as err:
+                if not shared:
+                    raise
                 log.info("%s: %s; back to it later", tag, err)
                 busy.append(i)
         pending = busy

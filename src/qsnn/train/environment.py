@@ -23,7 +23,14 @@ import torch.nn as nn
 from .checkpoint import capture_rng, restore_rng
 from .config import TrainConfig
 
-__all__ = ["TrainEnv", "auto_precision", "cpu_bf16", "process_settings", "setup_env"]
+__all__ = [
+    "TrainEnv",
+    "auto_precision",
+    "cpu_bf16",
+    "launch_rank",
+    "process_settings",
+    "setup_env",
+]
 
 log = logging.getLogger(__name__)
 
@@ -77,11 +84,16 @@ def process_settings() -> Iterator[None]:
         restore_rng(rng)
 
 
+def launch_rank() -> tuple[int, int]:
+    """``(rank, world size)`` of this process as ``torchrun`` launched it (``RANK``,
+    ``WORLD_SIZE``); ``(0, 1)`` for a plain process. Rank 0 alone writes shared files."""
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def setup_env(config: TrainConfig) -> TrainEnv:
     """Choose the device and precision for ``config``, set threads and deterministic mode (call
     inside :func:`process_settings`), and join the DDP group under ``torchrun``."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
+    rank, world = launch_rank()
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     local_world = int(os.environ.get("LOCAL_WORLD_SIZE", str(world)))
     if config.device == "auto":
