@@ -11,12 +11,9 @@ file-size limit (the disk-full case) and the ``--`` hint for values that start w
 
 from __future__ import annotations
 
-import os
 import resource
 import shutil
 import signal
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -25,6 +22,7 @@ import torch
 
 from qsnn import cli
 from qsnn.train import TrainConfig, train
+from test_train import qsnn_run
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -262,21 +260,6 @@ def test_failed_train_leaves_the_run_untouched(files, capsys) -> None:
     assert {p.name: p.stat().st_mtime_ns for p in run.iterdir()} == before
 
 
-def _qsnn(*args: str, cwd: Path, preexec: Callable[[], None] | None = None):
-    bin_dir = Path(sys.executable).parent
-    cmd = [str(bin_dir / "qsnn")] if (bin_dir / "qsnn").exists() else [sys.executable, "-m", "qsnn"]
-    env = dict(os.environ, TORCHDYNAMO_DISABLE="1", OMP_NUM_THREADS="1")
-    return subprocess.run(
-        [*cmd, *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        preexec_fn=preexec,
-    )
-
-
 def test_a_full_disk_is_one_line(tmp_path: Path) -> None:
     """The write of ``--json`` hits a file-size limit (RLIMIT_FSIZE, with SIGXFSZ ignored the
     write fails with EFBIG as on a full disk): one line naming the file, exit 2, and no partial
@@ -287,7 +270,7 @@ def test_a_full_disk_is_one_line(tmp_path: Path) -> None:
         resource.setrlimit(resource.RLIMIT_FSIZE, (2048, 2048))
 
     out = tmp_path / "profile.json"
-    done = _qsnn("profile", *P, "--json", str(out), cwd=tmp_path, preexec=limit)
+    done = qsnn_run("profile", *P, "--json", str(out), cwd=tmp_path, preexec=limit)
     assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr, done.stderr
     line = done.stderr.strip().splitlines()[-1]
@@ -297,7 +280,7 @@ def test_a_full_disk_is_one_line(tmp_path: Path) -> None:
 
 
 def test_dash_value_after_double_dash_is_read(tmp_path: Path) -> None:
-    done = _qsnn("bits", "--", "-1/2/2", cwd=tmp_path)
+    done = qsnn_run("bits", "--", "-1/2/2", cwd=tmp_path)
     assert done.returncode == 2
     assert done.stderr.strip().splitlines()[-1].startswith("qsnn: error: Bits.w")
 

@@ -81,7 +81,9 @@ def _eager_kernels():
         yield
 
 
-def qsnn_run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+def qsnn_run(*args: str, cwd: Path, preexec=None) -> subprocess.CompletedProcess:
+    """``qsnn ARGS`` in a subprocess (``preexec``: run in the child before it starts, e.g. to
+    set a resource limit)."""
     return subprocess.run(
         [*QSNN, *args],
         cwd=cwd,
@@ -89,6 +91,7 @@ def qsnn_run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
         capture_output=True,
         text=True,
         timeout=SUBPROCESS_TIMEOUT,
+        preexec_fn=preexec,
     )
 
 
