@@ -233,6 +233,8 @@ def test_a_killed_workers_run_is_taken_over(tmp_path: Path) -> None:
     assert (run / "result.json").is_file()
 
 
+@pytest.mark.slow  # three real processes (~35 s); the run lock is tested in process in
+# test_reliability_train
 def test_workers_share_a_sweep_and_train_each_run_once(tmp_path: Path) -> None:
     """`qsnn sweep --workers 2`: two worker processes train the three runs between them (one
     metrics line per run, three "epoch 1/1" lines in all), the parent writes one report."""

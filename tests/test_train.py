@@ -712,6 +712,8 @@ def test_torchrun_two_processes_write_one_result(tmp_path: Path):
     assert leftover_temp_files(run) == []
 
 
+@pytest.mark.slow  # four real processes (~27 s); test_cli_train_flags and test_reliability_train
+# check the same resume rules in process
 def test_resume_keeps_the_saved_config_and_refuses_contradicting_flags(tmp_path: Path) -> None:
     """``--resume`` continues with config.json: flags left out are not reset to defaults, and a
     flag that contradicts the run is refused without touching it."""
