@@ -389,6 +389,44 @@ def test_sigterm_mid_step_saves_and_resumes_exactly(two_epoch_reference: Path, t
     assert metrics(out) == metrics(ref)
 
 
+class _MachineLost(Exception):
+    """Stands for a kill the process cannot catch (SIGKILL): nothing is saved on the way out."""
+
+
+def test_periodic_checkpoint_lets_a_killed_run_resume_mid_epoch(
+    two_epoch_reference: Path, tmp_path: Path
+):
+    from torch.optim.optimizer import register_optimizer_step_pre_hook
+
+    config = TrainConfig(**{**TWO_EPOCHS.to_dict(), "checkpoint_every": 1e-9})  # every step
+    steps = len(load_data(config).train) // config.batch_size
+    calls = {"n": 0}
+
+    def hook(optimizer, args, kwargs):
+        calls["n"] += 1
+        if calls["n"] == steps + 4:  # dies inside epoch 2's 4th step: 3 steps were saved
+            raise _MachineLost
+
+    handle = register_optimizer_step_pre_hook(hook)
+    out = tmp_path / "run"
+    try:
+        with pytest.raises(_MachineLost):
+            train(config, out)
+    finally:
+        handle.remove()
+    state = load_checkpoint(out / "checkpoint.pt")
+    assert (state["epoch"], state["step"]) == (1, 3)
+    assert state["partial"]["count"] == 3 * config.batch_size
+    # checkpoint_every is a resumable field: resuming with another interval is allowed.
+    train(TWO_EPOCHS, out, resume=True)
+    got, want = (
+        load_checkpoint(out / "checkpoint.pt"),
+        load_checkpoint(two_epoch_reference / "checkpoint.pt"),
+    )
+    assert_same_tensors(got["model"], want["model"], "model after a kill and resume")
+    assert metrics(out) == metrics(two_epoch_reference)
+
+
 CLI_RUN = ["--epochs", "2", "--batch-size", "128", "--lr", "3e-3", "--precision", "fp32",
            "--deterministic", "--threads", "1", "--no-progress", "--device", "cpu",
            "--precise-bn", "0", "--profile-batches", "0"]  # fmt: skip

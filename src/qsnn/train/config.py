@@ -34,7 +34,7 @@ _PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 #: Settings a resumed run may change: they do not affect what it computes. Every other field
 #: shapes the run (model, bits, overrides, options, data, schedule, seed ...), and a resume
 #: that gives another value is refused (:func:`resume_conflicts`).
-RESUMABLE_FIELDS = frozenset({"progress", "threads", "device", "data_root"})
+RESUMABLE_FIELDS = frozenset({"progress", "threads", "device", "data_root", "checkpoint_every"})
 #: The seeds ``torch.manual_seed`` takes.
 _SEED_RANGE = (-(2**63), 2**64)
 #: The neuron every model had before level scales (configs saved then lack ``precise_bn``).
@@ -158,6 +158,12 @@ class TrainConfig:
         "save ('precise BN'); 0 keeps the running averages of training",
     )
     progress: bool = _opt(True, "show a progress bar (tqdm when installed)")
+    checkpoint_every: float = _opt(
+        600.0,
+        "seconds of training between mid-epoch checkpoints (a run killed without warning "
+        "loses at most this much; every epoch end is saved anyway); 0: epoch ends only",
+        metavar="SECONDS",
+    )
     time_steps_data: int | None = _opt(None, "T of event frames", shown="the allocation's T")
     data_options: dict[str, Any] | None = _opt(  # noqa: RUF009 (a dataclasses.field)
         None,
@@ -194,6 +200,7 @@ class TrainConfig:
             ("precision", self.precision in _PRECISIONS, f"one of {_PRECISIONS}"),
             ("profile_batches", self.profile_batches >= 0, "an integer >= 0"),
             ("precise_bn", self.precise_bn >= 0, "an integer >= 0"),
+            ("checkpoint_every", 0 <= self.checkpoint_every < float("inf"), "a number >= 0"),
             ("seed", _SEED_RANGE[0] <= self.seed < _SEED_RANGE[1], "an integer in [-2**63, 2**64)"),
             ("threads", self.threads is None or self.threads >= 1, "an integer >= 1"),
             ("device", _valid_device(self.device), "auto, cpu, cuda or cuda:N"),

@@ -139,7 +139,10 @@ def auto_precision(model: nn.Module, amp_dtype: torch.dtype | None) -> torch.dty
     widest = max((m.bits_s for m in model.modules() if isinstance(m, SpikeLevels)), default=0)
     significand = 8 if amp_dtype == torch.bfloat16 else 11
     if widest > significand:
-        log.info("b_s = %d: a %s input current cannot reach every spike level; training in "
-                 "float32", widest, str(amp_dtype).removeprefix("torch."))
+        log.info(
+            "b_s = %d: a %s input current cannot reach every spike level; training in float32",
+            widest,
+            str(amp_dtype).removeprefix("torch."),
+        )
         return None
     return amp_dtype

@@ -159,7 +159,8 @@ def train_epoch(
     interrupt = DeferInterrupt()
     try:
         interrupt.__enter__()
-        tick = time.perf_counter()
+        tick = last_save = time.perf_counter()
+        every = config.checkpoint_every
         for step, (x, y) in enumerate(bar):
             if step < skip:  # resuming inside an epoch: these batches were trained on
                 continue
@@ -188,6 +189,13 @@ def train_epoch(
             state.step = step + 1
             if interrupt.requested:  # Ctrl-C during this step: stop at its end
                 raise KeyboardInterrupt
+            now = time.perf_counter()
+            if every and now - last_save >= every and out is not None and env.main:
+                # A periodic save, so that a process killed without a signal it can catch
+                # (SIGKILL, a lost machine) resumes from here rather than the epoch's start.
+                state.partial = EpochProgress(*(float(v) for v in sums), elapsed + now - tick)
+                save_state(out, model, optim.state_dict(), state, config, model_args, facts)
+                last_save = time.perf_counter()
             if hasattr(bar, "set_postfix") and step % 10 == 0:
                 now = time.perf_counter()
                 bar.set_postfix(

@@ -89,9 +89,7 @@ class RunState:
         self.epoch, self.step, self.partial = row["epoch"], 0, None
         score = row.get("val_acc")
         if score is None or self.best is None or score > self.best.val_acc:
-            self.best = BestEpoch(
-                self.epoch, score if score is not None else -1.0, row["test_acc"]
-            )
+            self.best = BestEpoch(self.epoch, score if score is not None else -1.0, row["test_acc"])
             return True
         return False
 
