@@ -349,7 +349,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     if args.workers > 1:
         _sweep_workers(args, base, out)
     else:
-        sweep(base, plan, out, seeds=args.seeds)
+        sweep(base, plan, out, seeds=args.seeds, storage=args.storage, study=args.study)
     if launch_rank()[0] != 0 or args.no_report:
         return 0  # under torchrun, rank 0 writes the report
     report = build_report(out)
@@ -362,24 +362,79 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 def _sweep_workers(args: argparse.Namespace, base, out: str) -> None:
     """``--workers N``: N ``qsnn sweep`` processes on ``out`` (the same command, the cores
     divided between them, no report each); they share the runs through the run-directory
-    locks. Fails if any worker fails."""
+    locks (or the study of ``--storage``). Fails if any worker fails."""
+    _start_workers(args, base, out, ["--no-report"])
+
+
+def _start_workers(args: argparse.Namespace, base, out: str, extra: list[str],
+                   per_worker: list[list[str]] | None = None) -> None:  # fmt: skip
+    """Run ``args.workers`` copies of this command (without ``--workers``/``--threads``) on
+    ``out`` with the cores divided between them and ``extra`` (+ ``per_worker[i]``) added."""
     import subprocess
 
     threads = max(1, (base.threads or os.cpu_count() or 1) // args.workers)
+    drop = ("--workers", "--threads", "--sampler-seed")
     argv, skip = [], False
     for token in args.argv:  # the command line without --workers / --threads
         if skip:
             skip = False
-        elif token in ("--workers", "--threads"):
+        elif token in drop:
             skip = True
-        elif not token.startswith(("--workers=", "--threads=")):
+        elif not token.startswith(tuple(f"{d}=" for d in drop)):
             argv.append(token)
     command = [sys.executable, "-m", "qsnn", *argv, "--out", out, "--threads", str(threads),
-               "--no-report"]  # fmt: skip
-    procs = [subprocess.Popen(command) for _ in range(args.workers)]
+               *extra]  # fmt: skip
+    procs = [subprocess.Popen(command + (per_worker[i] if per_worker else []))
+             for i in range(args.workers)]  # fmt: skip
     codes = [p.wait() for p in procs]
     if any(codes):
-        raise ValueError(f"sweep workers exited with {codes}; their messages are above")
+        raise ValueError(f"{args.command} workers exited with {codes}; their messages are above")
+
+
+def _cmd_search(args: argparse.Namespace) -> int:
+    from .sweep.search import search
+
+    _setup_logging()
+    base = _train_config(args)
+    out = args.out or f"runs/search-{base.model}-{base.dataset}"
+    _writable_dir(out, "--out")
+    options = dict(
+        weights=args.weights,
+        spikes=args.spikes,
+        trials=args.trials,
+        objectives=args.objectives.split(","),
+        max_s_ace=args.max_s_ace,
+        sampler=args.sampler,
+        eta=None if args.no_prune else args.eta,
+        storage=args.storage,
+        study=args.study,
+    )
+    if args.workers > 1:
+        if os.path.exists(os.path.join(out, "search.json")) and not args.resume:
+            raise ValueError(f"{out} already holds a search; pass --resume to continue or join "
+                             "it, or choose another --out")  # fmt: skip
+        seed = base.seed if args.sampler_seed is None else args.sampler_seed
+        # The first worker writes search.json, the others join it; distinct sampler seeds, so
+        # that they do not propose the same trials.
+        seeds = [["--sampler-seed", str(seed + i)] for i in range(args.workers)]
+        _start_workers(args, base, out, ["--resume"], seeds)
+    sampler_seed = base.seed if args.sampler_seed is None else args.sampler_seed
+    front = search(base, out, **options, sampler_seed=sampler_seed,
+                   resume=args.resume or args.workers > 1)  # fmt: skip
+    print(f"Pareto front ({len(front)} trials; objectives {args.objectives}):")
+    for r in front:
+        alloc = f"uniform {r['bits']}" if r["uniform"] else "mixed"
+        print(f"  trial {r['trial']:>3} {alloc:<16} val {100 * r['val_acc']:6.2f}%  test "
+              f"{100 * r['test_acc']:6.2f}%  S-ACE {r['s_ace'] / 1e6:9.3f} M")  # fmt: skip
+    print(f"report: {out}/pareto.md, {out}/trials.csv, {out}/pareto.json, {out}/pareto.png")
+    return 0
+
+
+def _add_storage_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--storage", metavar="URL",
+                   help="Optuna storage shared by workers on many machines, e.g. "
+                        "postgresql://user:pw@host/db (a search's default: DIR/study.db)")
+    p.add_argument("--study", help="study name in --storage (default: from the settings)")
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
@@ -579,8 +634,37 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
         "--no-report", action="store_true",
         help="train only (a worker that joins a sweep another process reports)",
     )
+    _add_storage_args(p)
     add_train_flags(p)
     p.set_defaults(func=_cmd_sweep)
+
+    p = sub.add_parser(
+        "search", help="search per-layer allocations for accuracy against S-ACE (Optuna)"
+    )
+    p.add_argument("--weights", type=_int_list, required=True,
+                   help="b_w each weight layer may take, comma-separated (e.g. 1,2,4)")
+    p.add_argument("--spikes", type=_int_list,
+                   help="b_s each neuron may take (default: the --bits b_s for all)")
+    p.add_argument("--trials", type=_count(1), default=20,
+                   help="trials to train or prune, all workers together (default 20)")
+    p.add_argument("--objectives", default="acc,s_ace",
+                   help="acc and any of s_ace, params_16, fps (default acc,s_ace)")
+    p.add_argument("--max-s-ace", metavar="LIMIT",
+                   help="skip allocations costlier than this S-ACE per sample: a number or "
+                        "a uniform allocation such as 1/4/1 (its S-ACE)")
+    p.add_argument("--sampler", choices=("tpe", "nsga2"), default="tpe")
+    p.add_argument("--sampler-seed", type=int, help="sampler seed (default: --seed)")
+    p.add_argument("--eta", type=_count(2), default=3,
+                   help="prune after an epoch trials outside the best 1/ETA at no higher "
+                        "S-ACE (default 3)")
+    p.add_argument("--no-prune", action="store_true", help="train every trial fully")
+    p.add_argument("--out", help="search directory (default runs/search-MODEL-DATASET)")
+    p.add_argument("--resume", action="store_true", help="continue or join the search in --out")
+    p.add_argument("--workers", type=_count(1), default=1,
+                   help="worker processes sharing the search, the cores divided (default 1)")
+    _add_storage_args(p)
+    add_train_flags(p)
+    p.set_defaults(func=_cmd_search)
 
     p = sub.add_parser("report", help="rebuild a sweep's report from its finished runs")
     p.add_argument("sweep_dir")

@@ -517,9 +517,7 @@ def _spike_bits_vs_time(group: list[dict[str, Any]]) -> list[str]:
         out.append(
             f"Spike bits vs time steps at b_w = {w}, budget {spikes['budget']}: "
             f"{spikes['bits']} ({_pm(spikes['acc'], spikes['acc_std'])} %) vs {steps['bits']} "
-            f"({_pm(steps['acc'], steps['acc_std'])} %): {winner}, "
-            + _compare(ahead, behind)
-            + "."
+            f"({_pm(steps['acc'], steps['acc_std'])} %): {winner}, " + _compare(ahead, behind) + "."
         )
     return out
 

@@ -152,6 +152,8 @@ def sweep(
     *,
     seeds: int = 1,
     poll_s: float = 1.0,
+    storage: str | None = None,
+    study: str | None = None,
 ) -> list[dict[str, Any]]:
     """Train every allocation in ``plan`` for ``seeds`` seeds (``base.seed + k``) into
     ``out_dir/runs``; skip finished runs, resume interrupted ones. Returns the results.
@@ -161,7 +163,12 @@ def sweep(
     at again every ``poll_s`` seconds once this process has nothing else to do; when it has
     finished, its result is read; when its process died (the lock is gone with it), this
     process resumes it from its checkpoint. Each run is trained by one process at a time. The
-    ranks of one ``torchrun`` job do not share this way: they train every run together."""
+    ranks of one ``torchrun`` job do not share this way: they train every run together.
+
+    ``storage`` (an Optuna storage URL, :mod:`qsnn.sweep.study`) lets workers on other
+    machines share the sweep too: each run is claimed through the study ``study`` (default:
+    one named after the base settings), a dead worker's claim is retried after its heartbeat
+    stops, and a run finished anywhere is reported everywhere (its result is in the study)."""
     from ..train import train
 
     if seeds < 1:
@@ -188,6 +195,13 @@ def sweep(
     shared = world == 1
     jobs = [replace(base, bits=str(bits), seed=base.seed + k) for bits in plan
             for k in range(seeds)]  # fmt: skip
+    if storage is not None:
+        if world > 1:
+            raise ValueError(
+                "--storage shares a sweep between processes; under torchrun the "
+                "ranks of one job train each run together (drop --storage)"
+            )
+        return _sweep_on_board(jobs, out, storage, study or _study_name(base), poll_s)
     results: dict[int, dict[str, Any]] = {}
     pending = list(range(len(jobs)))
     while pending:
@@ -216,3 +230,59 @@ def sweep(
         if pending:  # another worker trains these: wait until they finish or it dies
             time.sleep(poll_s)
     return [results[i] for i in range(len(jobs))]
+
+
+def _study_name(base: TrainConfig) -> str:
+    """The default study of a sweep: the same on every machine that runs the same command."""
+    return f"sweep-{base.model}-{base.dataset}-{settings_key(replace(base, bits='1/1/1', seed=0))}"
+
+
+def _sweep_on_board(
+    jobs: list[TrainConfig], out: Path, storage: str, study: str, poll_s: float
+) -> list[dict[str, Any]]:
+    """``sweep`` with the runs claimed through an Optuna study (``--storage``)."""
+    from ..train import train
+    from .study import JobBoard
+
+    board = JobBoard(storage, study)
+    results: dict[int, dict[str, Any]] = {}
+    pending = list(range(len(jobs)))
+    while pending:
+        busy = []
+        for i in pending:
+            config = jobs[i]
+            run, key = run_dir_for(out / "runs", config), settings_key(config)
+            tag = f"[{i + 1}/{len(jobs)}] {config.bits} seed {config.seed}"
+            recorded = board.result(key)
+            if recorded:
+                log.info("%s: finished (recorded in the study), skipped", tag)
+                if not (run / "result.json").exists():  # trained elsewhere: report it here too
+                    write_json_atomic(run / "result.json", recorded)
+                results[i] = recorded
+                continue
+            if (run / "result.json").exists():  # finished before the study knew of it
+                results[i] = read_json_object(run / "result.json", "a run's result")
+                board.record(key, _value(results[i]), results[i])
+                continue
+            try:
+                with board.holding(key, {"bits": config.bits, "seed": config.seed}) as claim:
+                    if claim is None:
+                        busy.append(i)
+                        continue
+                    resume = (run / CHECKPOINT).exists()
+                    log.info("%s (trial %d%s)", tag, claim.number, ", resuming" if resume else "")
+                    results[i] = train(config, run, resume=resume)
+                    claim.finish(_value(results[i]), results[i])
+            except DirectoryInUseError as err:  # a worker outside the study trains it here
+                log.info("%s: %s; back to it later", tag, err)
+                busy.append(i)
+        pending = busy
+        if pending:
+            time.sleep(poll_s)
+    return [results[i] for i in range(len(jobs))]
+
+
+def _value(result: dict[str, Any]) -> float:
+    """A finished run's trial value: its selection accuracy (validation, else test)."""
+    value = result.get("val_acc_best")
+    return float(value if value is not None else result["test_acc_best"])

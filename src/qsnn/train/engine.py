@@ -37,6 +37,7 @@ import contextlib
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -153,6 +154,7 @@ def fit(
     *,
     out_dir: str | os.PathLike | None = None,
     resume: bool = False,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """Train ``model`` on ``data.train``; choose the best epoch on ``data.val`` (if any).
 
@@ -173,13 +175,17 @@ def fit(
       the duration of ``fit``, in the main thread, and the previous one put back).
     - A relative ``config.data_root`` is saved as an absolute path (the run evaluates from
       any directory).
+    - ``on_epoch(row)`` is called on rank 0 after every epoch is saved, with its
+      ``metrics.jsonl`` row (``val_acc``, ``test_acc``, ...); an exception it raises stops
+      the run there, its checkpoint kept (how a search prunes a trial).
 
     Threads, deterministic mode, the CUDA device and the RNG states are set for the run and
     put back as they were when ``fit`` returns or raises (:func:`process_settings`).
     """
     config = absolute_data_root(config)
     with process_settings(), terminate_as_interrupt():
-        return _fit(model, data, config, Path(out_dir) if out_dir is not None else None, resume)
+        out = Path(out_dir) if out_dir is not None else None
+        return _fit(model, data, config, out, resume, on_epoch)
 
 
 def _check_memory(model: nn.Module, train_data: Any, config: TrainConfig, env: TrainEnv) -> None:
@@ -204,7 +210,12 @@ def absolute_data_root(config: TrainConfig) -> TrainConfig:
 
 
 def _fit(
-    model: nn.Module, data: DataSplits, config: TrainConfig, out: Path | None, resume: bool
+    model: nn.Module,
+    data: DataSplits,
+    config: TrainConfig,
+    out: Path | None,
+    resume: bool,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     env = setup_env(config)
     steps_per_epoch = len(
@@ -219,7 +230,7 @@ def _fit(
         if out is not None and env.main:  # one writer: the lock, then clean up killed writes
             stack.enter_context(lock_directory(out, "run directory"))
             remove_stale_temp_files(out)
-        return _fit_locked(model, data, config, out, resume, env, steps_per_epoch)
+        return _fit_locked(model, data, config, out, resume, env, steps_per_epoch, on_epoch)
 
 
 def _fit_locked(
@@ -230,6 +241,7 @@ def _fit_locked(
     resume: bool,
     env: TrainEnv,
     steps_per_epoch: int,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     if config.precision == "auto":
         env.amp_dtype = auto_precision(model, env.amp_dtype)
@@ -298,6 +310,8 @@ def _fit_locked(
                 append_metrics(out, row)
             if env.main:
                 log.info(epoch_line(row, config.epochs))
+                if on_epoch is not None:
+                    on_epoch(row)
     except KeyboardInterrupt:
         # Ctrl-C outside a training step (evaluation, checkpointing): the last checkpoint holds.
         raise TrainingInterrupted(
@@ -406,7 +420,10 @@ def _evaluate_epoch(
 
 
 def train(
-    config: TrainConfig, out_dir: str | os.PathLike | None = None, resume: bool = False
+    config: TrainConfig,
+    out_dir: str | os.PathLike | None = None,
+    resume: bool = False,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """Load the data, build the model and ``fit`` it (what ``qsnn train`` runs); like ``fit``,
     leaves the process's settings and RNG states as it found them."""
@@ -414,4 +431,4 @@ def train(
         torch.manual_seed(config.seed)
         data = load_data(config)
         model = build_model(config, data.train)
-        return fit(model, data, config, out_dir=out_dir, resume=resume)
+        return fit(model, data, config, out_dir=out_dir, resume=resume, on_epoch=on_epoch)
