@@ -789,12 +789,15 @@ def _error_exit(err: Exception) -> tuple[int | None, str]:
 
 
 def _is_user_error(err: Exception) -> bool:
-    """Bad input rather than a bug: a ``ValueError`` that qsnn raised itself (its innermost
+    """Bad input rather than a bug: a missing optional extra (an ``ImportError`` that says
+    what to ``pip install``), a ``ValueError`` that qsnn raised itself (its innermost
     frame is qsnn code, or its class is qsnn's: ``DataError``, ``CheckpointError``), or a file
     qsnn read that is not JSON or not text. A ``ValueError`` from inside another library (numpy,
     torch, ...) is a bug of qsnn's in how it called it, and keeps its traceback."""
     if isinstance(err, (json.JSONDecodeError, UnicodeDecodeError)):
         return True
+    if isinstance(err, ImportError) and "pip install" in str(err):
+        return True  # an optional extra that is not installed, named with its install line
     if not isinstance(err, ValueError):
         return False
     if type(err).__module__.partition(".")[0] == "qsnn":

@@ -54,7 +54,7 @@ from ..neurons import SpikeNeuron
 from ..train import TrainConfig
 from ..train.config import settings_key
 from ..train.engine import CHECKPOINT
-from .study import KEY_ATTR, RESULT_ATTR, Claim, JobBoard, default_storage
+from .study import KEY_ATTR, RESULT_ATTR, Claim, JobBoard, default_storage, require_optuna
 
 __all__ = [
     "OBJECTIVES",
@@ -271,8 +271,8 @@ def search(
     docstring). ``resume=True`` continues the search ``out_dir`` holds; ``eta=None`` trains
     every trial fully."""
     from ..train.engine import load_data
-    from .study import GRACE_S, HEARTBEAT_S
 
+    optuna = require_optuna()  # before any work: a missing extra is the first thing to say
     objectives = tuple(objectives)
     unknown = [o for o in objectives if o not in OBJECTIVES]
     if unknown or "acc" not in objectives or len(set(objectives)) != len(objectives):
@@ -305,7 +305,6 @@ def search(
         eta=eta,
     )
     _check_out(out, settings, resume)
-    import optuna
 
     opt_sampler = (
         optuna.samplers.TPESampler(seed=sampler_seed, multivariate=True)
@@ -317,8 +316,7 @@ def search(
         study or _study_name(base, space, objectives),
         directions=tuple(OBJECTIVES[o] for o in objectives),
         sampler=opt_sampler,
-        heartbeat_s=heartbeat_s or HEARTBEAT_S,
-        grace_s=4 * heartbeat_s if heartbeat_s else GRACE_S,
+        heartbeat_s=heartbeat_s,
     )
     _enqueue_uniform(board, space, base, data, limit)
     infeasible = 0
@@ -486,7 +484,7 @@ def _pruner(board: JobBoard, trial: Any, s_ace: float, eta: int, config: TrainCo
             raise Pruned(
                 epoch,
                 f"pruned after epoch {epoch}: validation {100 * mine:.2f}% is not in the best "
-                f"1/{eta} of {len(peers) + 1} trials at no higher S-ACE ({better} better)"
+                f"1/{eta} of {len(peers) + 1} trials at no higher S-ACE ({better} better)",
             )
 
     return check

@@ -8,8 +8,8 @@ its own trial (FAIL, ``qsnn_withdrawn``) and leaves the job to the other. Trial 
 given in insertion order, so of two workers that claim at the same moment the later one always
 sees the earlier one: each job is trained by one worker at a time.
 
-A claimed trial sends a heartbeat every ``heartbeat_s`` seconds from a daemon thread. When its
-worker dies (SIGKILL, a lost machine), the heartbeat stops; after ``grace_s`` seconds any
+A claimed trial sends a heartbeat every 30 s (``$QSNN_HEARTBEAT_S``) from a daemon thread. When its
+worker dies (SIGKILL, a lost machine), the heartbeat stops; after four intervals any
 worker's next look at the study marks the trial FAIL (``optuna.storages.fail_stale_trials``)
 and claims the job again, resuming from the run's checkpoint when it can see the run directory.
 A failed trial never counts as a result, and a COMPLETE one is never trained again: its
@@ -30,6 +30,7 @@ import json
 import os
 import socket
 import threading
+import time
 import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -37,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
-    "GRACE_S",
+    "GRACE_BEATS",
     "HEARTBEAT_S",
     "Claim",
     "JobBoard",
@@ -45,10 +46,22 @@ __all__ = [
     "require_optuna",
 ]
 
-#: Seconds between the heartbeats of a claimed job.
+#: Seconds between the heartbeats of a claimed job (``$QSNN_HEARTBEAT_S`` overrides it).
 HEARTBEAT_S = 30
-#: Seconds without a heartbeat after which a claimed job is taken to be dead and retried.
-GRACE_S = 120
+#: Heartbeat intervals without a heartbeat after which a claimed job is taken to be dead and
+#: retried (120 s at the default interval).
+GRACE_BEATS = 4
+
+
+def heartbeat_seconds() -> int:
+    """The heartbeat interval: ``$QSNN_HEARTBEAT_S`` when set (an integer >= 1), else 30."""
+    text = os.environ.get("QSNN_HEARTBEAT_S")
+    if text is None:
+        return HEARTBEAT_S
+    if not text.strip().isdigit() or int(text) < 1:
+        raise ValueError(f"QSNN_HEARTBEAT_S must be an integer >= 1; got {text!r}")
+    return int(text)
+
 
 KEY_ATTR = "qsnn_key"
 RESULT_ATTR = "qsnn_result"
@@ -72,34 +85,60 @@ def default_storage(out_dir: str | os.PathLike) -> str:
     return f"sqlite:///{(Path(out_dir) / 'study.db').resolve()}"
 
 
-def open_storage(url: str, *, heartbeat_s: int = HEARTBEAT_S, grace_s: int = GRACE_S) -> Any:
+def open_storage(url: str, *, heartbeat_s: int | None = None, grace_s: int | None = None) -> Any:
     """An ``optuna.storages.RDBStorage`` on ``url`` with heartbeats enabled; a bad URL or an
     unreachable server is one ``ValueError`` naming the URL."""
     optuna = require_optuna()
+    heartbeat_s = heartbeat_s or heartbeat_seconds()
+    grace_s = grace_s or GRACE_BEATS * heartbeat_s
     if heartbeat_s < 1 or grace_s <= heartbeat_s:
         raise ValueError(
             f"need heartbeat_s >= 1 and grace_s > heartbeat_s; got {heartbeat_s}, {grace_s}"
         )
     engine: dict[str, Any] = {}
+    creation = contextlib.nullcontext()
     if url.startswith("sqlite:"):
         # Several processes write one file: wait for its lock rather than fail at once.
         engine = {"connect_args": {"timeout": 120}}
         path = url.removeprefix("sqlite:///")
         if path and path != url:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-    try:
-        with warnings.catch_warnings():  # heartbeats are marked experimental in Optuna
-            warnings.simplefilter("ignore")
-            return optuna.storages.RDBStorage(
-                url, engine_kwargs=engine, heartbeat_interval=heartbeat_s, grace_period=grace_s
-            )
-    except ImportError as err:  # the database's driver is missing
-        raise ImportError(f"--storage {_safe(url)}: {err}") from None
-    except Exception as err:  # sqlalchemy's errors for a bad URL or an unreachable server
-        raise ValueError(
-            f"--storage {_safe(url)}: cannot open it ({type(err).__name__}: "
-            f"{str(err).splitlines()[0] if str(err) else err!r})"
-        ) from None
+            creation = _file_lock(Path(path + ".lock"))
+    for attempt in range(5):
+        try:
+            with warnings.catch_warnings(), creation:  # heartbeats are experimental in Optuna
+                warnings.simplefilter("ignore")
+                return optuna.storages.RDBStorage(
+                    url, engine_kwargs=engine, heartbeat_interval=heartbeat_s, grace_period=grace_s
+                )
+        except ImportError as err:  # the database's driver is missing
+            raise ImportError(f"--storage {_safe(url)}: {err}") from None
+        except Exception as err:  # sqlalchemy's errors for a bad URL or an unreachable server
+            # Workers that open a new database at the same moment race to create its tables
+            # ("already exists", a duplicate schema version): the loser opens it again.
+            text = str(err).lower()
+            if attempt < 4 and any(w in text for w in ("already exists", "duplicate", "unique")):
+                time.sleep(0.2 * (attempt + 1))
+                continue
+            first = str(err).splitlines()[0] if str(err) else repr(err)
+            raise ValueError(
+                f"--storage {_safe(url)}: cannot open it ({type(err).__name__}: {first})"
+            ) from None
+    raise AssertionError("unreachable")  # the loop returns or raises
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``path`` (blocking): one process creates an SQLite
+    study database's tables at a time."""
+    import fcntl
+
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _safe(url: str) -> str:
@@ -184,6 +223,8 @@ class JobBoard:
         study: the study's name (created on first use; every worker passes the same).
         directions: Optuna directions of the trial values.
         sampler: an Optuna sampler for :meth:`ask` (a search); ``None`` for a sweep.
+        heartbeat_s, grace_s: heartbeat interval and the silence after which a claim is dead
+            (default :func:`heartbeat_seconds` and ``GRACE_BEATS`` intervals).
     """
 
     def __init__(
@@ -193,8 +234,8 @@ class JobBoard:
         *,
         directions: tuple[str, ...] = ("maximize",),
         sampler: Any = None,
-        heartbeat_s: int = HEARTBEAT_S,
-        grace_s: int = GRACE_S,
+        heartbeat_s: int | None = None,
+        grace_s: int | None = None,
     ) -> None:
         self.optuna = require_optuna()
         self.url = storage
@@ -236,6 +277,8 @@ class JobBoard:
         """Hold job ``key`` (a new RUNNING trial), or ``None`` when another worker holds it or
         it is done (:meth:`result` then has it)."""
         optuna = self.optuna
+        if self.trials_of(key):  # held or done: no trial of ours (a poll leaves no trace)
+            return None
         template = optuna.trial.create_trial(
             state=optuna.trial.TrialState.RUNNING,
             user_attrs={
