@@ -531,10 +531,10 @@ def _row(t: Any, objectives: Sequence[str]) -> dict[str, Any]:
 
 
 def _summary(overrides: Mapping[str, Any]) -> str:
-    """``w 1,2,1,4 | s 4,4,2,2``: per-layer widths in layer order (searched layers only)."""
+    """``w 1,2,1,4; s 4,4,2,2``: per-layer widths in layer order (searched layers only)."""
     ws = [str(v) for v in overrides.values() if isinstance(v, int)]
     ss = [str(v["s"]) for v in overrides.values() if isinstance(v, dict) and "s" in v]
-    return "w " + ",".join(ws) + (" | s " + ",".join(ss) if ss else "")
+    return "w " + ",".join(ws) + ("; s " + ",".join(ss) if ss else "")
 
 
 def write_search_report(
