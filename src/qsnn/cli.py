@@ -317,6 +317,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         data=data.test.batches(256),
         max_batches=args.batches,
         input_bits=raw_input_bits(data.test.kind),
+        input_normalization=data.test.normalization,
     )
     print(result.table())
     return 0

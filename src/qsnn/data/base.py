@@ -135,6 +135,14 @@ class TensorData(Dataset[Sample]):
     """Per-channel mean of ``x / 255`` used by :meth:`to_float` (static only)."""
     std: tuple[float, ...] | None = None
     """Per-channel standard deviation of ``x / 255`` (static only)."""
+
+    @property
+    def normalization(self) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+        """``(mean, std)`` of the model inputs of static data (what ``profile`` takes as
+        ``input_normalization`` to count the raw pixels' bit-planes); ``None`` for events."""
+        if self.kind != "static" or self.mean is None or self.std is None:
+            return None
+        return self.mean, self.std
     augment: Augment | None = None
     """The dataset's standard augmentation, used by ``batches(augment=True)``."""
     info: Mapping[str, Any] = field(default_factory=dict)

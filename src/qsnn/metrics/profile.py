@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
@@ -40,7 +40,7 @@ from ..bitwidth import declared_weight_bits
 from .energy import DEFAULT_ENERGY, EnergyModel
 from .tracker import OpRecord, example_shape, run_tracked
 
-__all__ = ["LayerProfile", "Profile", "profile"]
+__all__ = ["LayerProfile", "Profile", "group_time_loop", "profile"]
 
 Counting = Literal["exact", "paper"]
 
@@ -212,6 +212,9 @@ def profile(
     counting: Counting = "exact",
     energy: EnergyModel = DEFAULT_ENERGY,
     time_major: bool | None = None,
+    time_steps: int | None = None,
+    input_normalization: tuple[Sequence[float], Sequence[float]] | None = None,
+    reset: Callable[[nn.Module], object] | None = None,
 ) -> Profile:
     """Count the cost of ``model`` on ``example_input`` (SPEC §5). All figures per sample.
 
@@ -229,6 +232,19 @@ def profile(
         counting: ``"exact"`` (what the model computes) or ``"paper"`` (see module docstring).
         energy: per-operation energies for both estimates.
         time_major: whether ``example_input`` is ``[T, B, ...]``; default: when it is 5-D.
+        time_steps: ``T`` of a model that takes its steps folded into the batch
+            (``[T * B, ...]``, time-step-major): the input then holds ``B`` samples and every
+            op runs ``T_op = T`` steps (without it such a model's S-ACE per sample comes out
+            ``T`` times too small). Not with ``time_major``.
+        input_normalization: ``(mean, std)`` per channel when the raw input is
+            ``(k / (2**input_bits - 1) - mean) / std`` (how qsnn's image batches come): the
+            first layer's bit density is then counted on the bit-planes of the pixels ``k``.
+            Without it the pixels are read off ``k``-valued or ``k / 255``-valued inputs; an
+            input whose pixels cannot be read falls back to the firing rate (``density``).
+        reset: called with ``model`` before every batch (``example_input`` and each of
+            ``data``), for a stateful model that keeps membrane potentials between calls;
+            default: SpikingJelly's ``functional.reset_net`` when ``model`` contains its
+            neurons (``spikingjelly`` modules with a ``reset`` method), else nothing.
 
     Raises ``ValueError`` for an input with no sample (batch size 0), one the model cannot
     take (smaller than its downsampling allows, another size than its head was built for: the
@@ -250,26 +266,46 @@ def profile(
     if counting == "paper" and bits is None:
         raise ValueError("counting='paper' needs the model's allocation: pass bits='b_w/b_s/T'")
     time_major = example_input.dim() == 5 if time_major is None else time_major
-    steps_in, batch = example_shape(example_input, time_major)
+    if time_steps is not None:
+        if isinstance(time_steps, bool) or not isinstance(time_steps, int) or time_steps < 1:
+            raise ValueError(f"time_steps must be an integer >= 1; got {time_steps!r}")
+        if time_major:
+            raise ValueError("time_steps is for [T * B, ...] inputs; a time-major input "
+                             "[T, B, ...] gives T itself")  # fmt: skip
+    steps_in, batch = _input_shape(example_input, time_major, time_steps)
     fits = _memory_check(model, example_input, time_major)
+    reset = _default_reset(model) if reset is None else reset
+
+    def trace(x: Tensor, steps: int, measure: bool = True) -> list[OpRecord]:
+        if reset is not None:
+            reset(model)
+        records = run_tracked(
+            model,
+            x,
+            steps,
+            input_bits,
+            measure=measure,
+            time_major=time_major,
+            input_normalization=input_normalization,
+        )
+        return group_time_loop(records)
 
     was_training = [(m, m.training) for m in model.modules()]
     model.eval()
     try:
         with torch.no_grad():
             fits(example_input)
-            records = run_tracked(model, example_input, steps_in, input_bits, measure=data is None,
-                                  time_major=time_major)
+            records = trace(example_input, steps_in, measure=data is None)
             source = f"example input ({batch} samples)"
             if data is not None:
                 device = next((p.device for p in model.parameters()), example_input.device)
                 samples = 0
                 for x in _batches(data, max_batches):
                     x = x.to(device)
-                    t_in, _ = example_shape(x, time_major, "profile (a data batch)")
+                    t_in, n = _input_shape(x, time_major, time_steps, "profile (a data batch)")
                     fits(x)
-                    _merge(records, run_tracked(model, x, t_in, input_bits, time_major=time_major))
-                    samples += x.shape[1] if time_major else x.shape[0]
+                    _merge(records, trace(x, t_in))
+                    samples += n
                 if samples == 0:
                     raise ValueError("data yielded no batches to measure firing rates on")
                 source = f"data ({samples} samples)"
@@ -284,6 +320,61 @@ def profile(
     params = sum(p.numel() for p in model.parameters())
     params_16 = sum(p.numel() * pbits.get(id(p), default_w) / 16 for p in model.parameters())
     return Profile(rows, params, params_16, bits, counting, input_bits, source, energy)
+
+
+def group_time_loop(records: list[OpRecord]) -> list[OpRecord]:
+    """One record per weight layer that a model's own time loop calls once per step.
+
+    A model that loops over ``T`` inside ``forward`` (snnTorch style) calls each layer ``T``
+    times; the tracker sees ``fc1``, ``fc1#1``, ... of ``MACs / T`` each. Calls of one weight
+    module on inputs of one shape are one layer that runs ``T_op`` = (number of calls x the
+    steps of each call) steps; their counts add up. Other records are left as they are."""
+    groups: dict[tuple, OpRecord] = {}
+    out: list[OpRecord] = []
+    for r in records:
+        if r.weight_module is None or r.kind == "matmul":
+            out.append(r)
+            continue
+        key = (id(r.weight_module), r.kind, r.shapes, r.b_in, r.raw_input)
+        first = groups.get(key)
+        if first is None:
+            groups[key] = r
+            out.append(r)
+            continue
+        first.macs_total += r.macs_total
+        first.steps += r.steps
+        first.nonzero += r.nonzero
+        first.numel += r.numel
+        first.ones += r.ones
+        first.bit_slots += r.bit_slots
+        first.density_known = first.density_known and r.density_known
+    return out
+
+
+def _input_shape(
+    x: Tensor, time_major: bool, time_steps: int | None, who: str = "profile"
+) -> tuple[int, int]:
+    """``(steps, samples)`` of an input (``time_steps``: ``[T * B, ...]`` folded)."""
+    steps, batch = example_shape(x, time_major, who)
+    if time_steps is None:
+        return steps, batch
+    if batch % time_steps:
+        raise ValueError(
+            f"{who}: an input folded over time_steps={time_steps} needs a first dimension "
+            f"divisible by it ([T * B, ...]); got {tuple(x.shape)}"
+        )
+    return time_steps, batch // time_steps
+
+
+def _default_reset(model: nn.Module) -> Callable[[nn.Module], object] | None:
+    """SpikingJelly's ``reset_net`` for a model with its stateful modules, else ``None``."""
+    uses = any(type(m).__module__.startswith("spikingjelly") and hasattr(m, "reset")
+               for m in model.modules())  # fmt: skip
+    if not uses:
+        return None
+    from spikingjelly.activation_based import functional  # the model's own library
+
+    return functional.reset_net
 
 
 def _memory_check(model: nn.Module, example: Tensor, time_major: bool):

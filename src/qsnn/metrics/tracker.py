@@ -48,6 +48,7 @@ __all__ = [
     "example_shape",
     "infer_levels",
     "level_bits",
+    "raw_levels",
     "run_tracked",
 ]
 
@@ -146,23 +147,31 @@ class TensorInfo:
     raw: bool = False
 
 
-def infer_levels(x: Tensor, max_bits: int = 16) -> tuple[int, float] | None:
-    """``(bits, scale)`` when ``x`` holds non-negative multiples of its smallest non-zero value
-    (spikes of a foreign model), else ``None``. An all-zero tensor is 1-bit with scale 1."""
+def infer_levels(
+    x: Tensor, max_bits: int = 16, allow_signed: bool = False
+) -> tuple[int, float] | None:
+    """``(bits, scale)`` when ``x`` holds non-negative integer multiples of its smallest
+    non-zero value (spikes of a foreign model), else ``None``. An all-zero tensor is 1-bit
+    with scale 1. With ``allow_signed``, signed spikes (ternary ``{-1, 0, 1}``, say) are
+    levels too, with a sign bit on top of their magnitude's bits: ``{-1, 0, 1}`` is 2 bits."""
     if x.is_complex() or x.dtype == torch.bool or x.numel() == 0:
         return None
     xf = x.detach().float()
-    if float(xf.min()) < 0:
+    signed = float(xf.min()) < 0
+    if signed and not allow_signed:
         return None
+    if signed:
+        xf = xf.abs()
     nonzero = xf[xf != 0]
     if nonzero.numel() == 0:
         return 1, 1.0
     scale = float(nonzero.min())
     ratio = nonzero / scale
     top = float(ratio.max())
-    if top > 2**max_bits - 1 + 0.5 or float((ratio - ratio.round()).abs().max()) > 1e-3:
+    limit = 2 ** (max_bits - 1 if signed else max_bits) - 1 + 0.5
+    if top > limit or float((ratio - ratio.round()).abs().max()) > 1e-3:
         return None
-    return level_bits(round(top)), scale
+    return level_bits(round(top)) + int(signed), scale
 
 
 #: Elements per chunk of ``OpRecord.observe`` (its copies: about 24 bytes per element).
@@ -210,7 +219,9 @@ class OpRecord:
         nz = int(torch.count_nonzero(x))
         self.nonzero += nz
         self.numel += n
-        if bits is not None and bits <= 16 and scale is not None and scale > 0 and n:
+        # Bit-planes of signed levels (sign + magnitude) are not counted: density falls back.
+        unsigned = bool(n) and float(x.min()) >= 0
+        if bits is not None and bits <= 16 and scale is not None and scale > 0 and unsigned:
             ones = 0
             rows = x.reshape(1, -1) if x.dim() == 0 else x
             step = max(1, _CHUNK // max(1, rows[0].numel()))
@@ -229,6 +240,48 @@ class OpRecord:
         self.density_known = False
 
 
+def _popcount_any(levels: Tensor) -> int:
+    """1-bits of non-negative integer ``levels`` of any width below ``2**32``, in chunks."""
+    flat = levels.reshape(-1).to(torch.int64)
+    ones = 0
+    for start in range(0, flat.numel(), _CHUNK):
+        part = flat[start : start + _CHUNK]
+        while bool(part.any()):
+            ones += int(_POPCOUNT_8.to(part.device)[part & 255].sum())
+            part = part >> 8
+    return ones
+
+
+def raw_levels(x: Tensor, bits: int, normalization: tuple | None = None) -> Tensor | None:
+    """The integer levels ``k`` in ``0..2**bits - 1`` that the raw input ``x`` encodes, or
+    ``None`` when they cannot be read off it. ``normalization = (mean, std)`` per channel
+    (dimension 1) says ``x = (k / (2**bits - 1) - mean) / std`` (qsnn's image batches);
+    without it ``x`` is taken as ``k`` itself when it is integer-valued (counts), else as
+    ``k / (2**bits - 1)`` (``ToTensor`` images) when its values fit that exactly."""
+    if x.is_complex() or x.numel() == 0 or bits > 31:
+        return None
+    top = 2**bits - 1
+    xf = x.detach().double()
+    if normalization is not None:
+        mean, std = (
+            torch.as_tensor(v, dtype=torch.float64, device=x.device) for v in normalization
+        )
+        if x.dim() < 2 or mean.numel() not in (1, x.shape[1]):
+            return None
+        shape = [1, -1] + [1] * (x.dim() - 2)
+        xf = (xf * std.reshape(shape) + mean.reshape(shape)) * top
+    candidates = [xf] if normalization is not None else [xf, xf * top]  # counts first
+    for values in candidates:
+        levels = values.round()
+        if (
+            float((values - levels).abs().max()) < 1e-3
+            and float(levels.min()) >= 0
+            and float(levels.max()) <= top
+        ):
+            return levels.to(torch.int64)
+    return None
+
+
 #: Layers whose completion marks progress through a trace.
 _WEIGHT_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 
@@ -236,8 +289,17 @@ _WEIGHT_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 class OpTracker(TorchDispatchMode):
     """Dispatch mode that records ``OpRecord``s; module hooks give names and declared widths."""
 
-    def __init__(self, model: nn.Module, input_bits: int | None, measure: bool = True) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        input_bits: int | None,
+        measure: bool = True,
+        input_normalization: tuple | None = None,
+    ) -> None:
         super().__init__()
+        self.input_normalization = input_normalization
+        #: (1-bits, bit slots, elements) of the raw input's integer levels, when they are known.
+        self.raw_planes: tuple[int, int, int] | None = None
         self.info = WeakTensorKeyDictionary()
         self.records: list[OpRecord] = []
         self.measure = measure
@@ -266,6 +328,10 @@ class OpTracker(TorchDispatchMode):
         else:
             bits, scale = self.input_bits, None
         self.info[x] = TensorInfo(max_level=2**bits - 1, scale=scale, steps=steps, raw=True)
+        if self.measure:
+            levels = raw_levels(x, bits, self.input_normalization)
+            if levels is not None:
+                self.raw_planes = (_popcount_any(levels), levels.numel() * bits, levels.numel())
 
     def close(self) -> None:
         for handle in self._handles:
@@ -279,7 +345,10 @@ class OpTracker(TorchDispatchMode):
             log.info(
                 "profile: %d weight-layer calls traced (the model has %d weight layers; now in "
                 "%s), %.0f s",
-                self._layers_done, self._weight_layers, name, now - self._started,
+                self._layers_done,
+                self._weight_layers,
+                name,
+                now - self._started,
             )
 
     def _enter(self, module: nn.Module, args) -> None:
@@ -291,16 +360,40 @@ class OpTracker(TorchDispatchMode):
         if isinstance(module, _WEIGHT_LAYERS):
             self._report_progress(self._names.get(module, type(module).__name__))
         if not isinstance(output, Tensor):
+            if isinstance(output, (tuple, list)):  # (spikes, membrane) of snnTorch-style neurons
+                for item in output:
+                    if isinstance(item, Tensor):
+                        self._recognise_spikes(module, item)
             return
         info = self.get(output)
         bits = declared_output_levels(module)
         if bits is not None:
             scale = declared_level_step(module)
             info = replace(info, max_level=2**bits - 1, scale=scale, param=False, raw=False)
+        else:
+            info = self._recognise_spikes(module, output)
         steps = declared_time_steps(module)
         if steps is not None:
             info = replace(info, steps=steps)
         self.info[output] = info
+
+    def _recognise_spikes(self, module: nn.Module, output: Tensor) -> TensorInfo:
+        """The info of a leaf module's ``output``, with its levels when it holds spikes of a
+        foreign neuron (integer multiples of one scale, signed ones included, ``infer_levels``;
+        not the output of a layer with weights). Recognised here,
+        where the neuron emits them, the width survives pooling as SPEC §5 says (an average
+        of binary spikes read at the next layer would look like 3-bit levels)."""
+        info = self.get(output)
+        if info.max_level is not None or info.param or info.raw or next(module.children(), None):
+            return info
+        if isinstance(module, _WEIGHT_LAYERS) or hasattr(module, "weight"):
+            return info  # a layer's output current, not spikes
+        found = infer_levels(output, allow_signed=True)
+        if found is None:
+            return info
+        info = replace(info, max_level=2 ** found[0] - 1, scale=found[1])
+        self.info[output] = info
+        return info
 
     def get(self, x: Tensor) -> TensorInfo:
         return self.info.get(x, TensorInfo(param=True))
@@ -324,11 +417,14 @@ class OpTracker(TorchDispatchMode):
         param = all(i.param for i in infos)
         steps = max((i.steps for i in infos), default=1)
         acts = [i for i in infos if not i.param]
-        level, scale = None, None
+        level, scale, raw = None, None, False
         if name in _KEEP and acts and all(i.max_level is not None for i in acts):
             level = max(i.max_level for i in acts)
             scales = {i.scale for i in acts}
             scale = scales.pop() if len(scales) == 1 else None
+            # A reshape, view, cast or pool of the raw input is still the raw input: its first
+            # layer is a dense MAC layer, not one fed by spikes.
+            raw = all(i.raw for i in acts)
         elif name == "add" and len(tensors) == 2 and len(acts) == 2 and not _has_alpha(args):
             a, b = acts
             if a.max_level is not None and b.max_level is not None and a.scale == b.scale:
@@ -336,7 +432,7 @@ class OpTracker(TorchDispatchMode):
         elif name in ("mul", "div") and len(acts) == 1 and acts[0].max_level is not None:
             other = args[1] if tensors and args[0] is tensors[0] else args[0]
             if isinstance(other, (int, float)) and other > 0:
-                level = acts[0].max_level
+                level, raw = acts[0].max_level, acts[0].raw
                 if acts[0].scale is not None:
                     scale = acts[0].scale * other if name == "mul" else acts[0].scale / other
         if name in ("mean", "sum") and steps > 1 and tensors and len(args) > 1:
@@ -347,8 +443,8 @@ class OpTracker(TorchDispatchMode):
             if [d % src.dim() for d in dims] == [0] and src.shape[0] == steps:
                 steps = 1
         if name == "sum":
-            level, scale = None, None
-        info = TensorInfo(max_level=level, scale=scale, steps=steps, param=param)
+            level, scale, raw = None, None, False
+        info = TensorInfo(max_level=level, scale=scale, steps=steps, param=param, raw=raw)
         for o in outs:
             self.info[o] = info
 
@@ -392,7 +488,15 @@ class OpTracker(TorchDispatchMode):
             shapes=(tuple(left.shape), tuple(right.shape)),
         )
         if self.measure:
-            record.observe(streamed[0], streamed[1], bits, scale)
+            planes = self.raw_planes
+            if streamed[1].raw and planes is not None and streamed[0].numel() == planes[2]:
+                # The raw input (or a view of it): bit-planes of its integer pixels.
+                record.observe(streamed[0], streamed[1], None, None)
+                record.ones += planes[0]
+                record.bit_slots += planes[1]
+                record.density_known = True
+            else:
+                record.observe(streamed[0], streamed[1], bits, scale)
         self.records.append(record)
 
     def _width(self, x: Tensor, info: TensorInfo) -> tuple[int | None, float | None, bool]:
@@ -438,8 +542,11 @@ def _input_error(
     if not isinstance(expected, tuple) or sample == tuple(expected):
         return None
     cause = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-    layout = f"[T, B, {', '.join(map(str, expected))}]" if time_major else \
-        f"[B, {', '.join(map(str, expected))}]"
+    layout = (
+        f"[T, B, {', '.join(map(str, expected))}]"
+        if time_major
+        else f"[B, {', '.join(map(str, expected))}]"
+    )
     return ValueError(
         f"{type(model).__name__} cannot run on input {tuple(x.shape)}: it was built for samples "
         f"of shape {tuple(expected)} (C, H, W), input {layout} ({cause})"
@@ -455,6 +562,7 @@ def run_tracked(
     call: Callable[[nn.Module, Tensor], object] | None = None,
     *,
     time_major: bool = False,
+    input_normalization: tuple | None = None,
 ) -> list[OpRecord]:
     """Run ``model(x)`` under an ``OpTracker`` and return its op records.
 
@@ -462,7 +570,7 @@ def run_tracked(
     ``input_size`` (an image smaller than its downsampling allows, a head built for another
     size) raises a ``ValueError`` that says what the model was built for.
     """
-    tracker = OpTracker(model, input_bits, measure)
+    tracker = OpTracker(model, input_bits, measure, input_normalization)
     try:
         with tracker:
             tracker.mark_input(x, steps)

@@ -85,7 +85,12 @@ def finish(
         batches = data.test.batches(256, device=env.device)
         kind_bits = raw_input_bits(data.test.kind)
         prof = profile(
-            model, example, data=batches, max_batches=config.profile_batches, input_bits=kind_bits
+            model,
+            example,
+            data=batches,
+            max_batches=config.profile_batches,
+            input_bits=kind_bits,
+            input_normalization=data.test.normalization,
         )
         result["profile"] = prof.to_dict()
         result["hardware"] = hardware_summary(
