@@ -1,0 +1,191 @@
+"""Plain ONNX export: the fake-quantized float graph, time unrolled, for onnxruntime.
+
+The graph takes what the qsnn model takes (a static image batch ``[B, C, H, W]``, normalized as
+the run's data were: ``(x / 255 - mean) / std`` per channel; the values are in the model's
+``metadata_props``) and returns the logits ``[B, classes]``. Every one of the ``T`` time steps is
+written out: the neurons' charge / fire / reset (paper Eq. 6-7: ``floor``, ``clip``, ``where``)
+step by step, the weights as their ``b_w``-bit fake-quantized float values (folded into
+constants), batch norm, pooling and the time-mean readout as ordinary ONNX ops. The batch axis
+is dynamic; ``T``, the allocation and the input size are fixed at export.
+
+Why not ``torch.onnx.export(model)`` directly: the neuron runs its time loop inside a
+``torch.autograd.Function`` that views its input as ``[T, N]`` rows with ``as_strided``; the
+TorchScript exporter records the Function as a ``prim::PythonOp`` whose inlined body has those
+``as_strided`` views, and its peephole pass then fails (``IndexError: Argument passed to at()
+was not in the map``; the fused ``torch.compile`` kernel is not involved: ``kernel="eager"``
+fails the same way). :func:`export_friendly` swaps, for the duration of the export only, each
+neuron's and each static encoder's ``forward`` for the same arithmetic in plain tensor ops
+(``qsnn._neuron_kernels.membrane_step``, the one place the step is written); training code and
+the modules' classes are untouched.
+
+Limits: static image datasets only (event models take ``[T, B, ...]`` frames; not exported);
+float32 only; the graph is float (weights are quantized values stored as floats, spikes are
+``k * theta`` floats), not an integer or QONNX graph.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import types
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+from torch import Tensor
+
+from ._common import require
+
+#: The ONNX opset the graph is written in.
+OPSET = 18
+
+
+def _eager_neuron_forward(self, x: Tensor) -> Tensor:
+    """``SpikeNeuron.forward`` in plain tensor ops (eval only): the same ``membrane_step`` per
+    step, in the same dtype, with the same 0-dim ``theta`` tensor."""
+    from .. import _neuron_kernels as kernels
+
+    acc = kernels.membrane_dtype(x.dtype)
+    step = self.level.step(self.bits_s, x[0, 0].numel())
+    theta = (
+        step.detach().to(x.device, acc)
+        if isinstance(step, Tensor)
+        else torch.tensor(float(step), dtype=acc, device=x.device)
+    )
+    v = None
+    spikes = []
+    for t in range(x.shape[0]):
+        _, k, v = kernels.membrane_step(
+            x[t].to(acc), v, theta, 1.0 / self.tau, self.v_reset, self.levels,
+            self.reset == "hard",
+        )
+        spikes.append((k * theta).to(x.dtype))
+    return torch.stack(spikes)
+
+
+def _eager_activation_forward(self, x: Tensor) -> Tensor:
+    return _eager_neuron_forward(self, x.unsqueeze(0)).squeeze(0)
+
+
+def _eager_encoder_forward(self, x: Tensor) -> Tensor:
+    if self.stem is not None:
+        x = self.stem(x)
+    return torch.stack([x] * self.time_steps)  # [B, ...] -> [T, B, ...], the stem run once
+
+
+@contextlib.contextmanager
+def export_friendly(model: nn.Module) -> Iterator[nn.Module]:
+    """Within the block, ``model``'s neurons and static encoders run their forward in plain,
+    traceable tensor ops (same values; no autograd Function, no ``as_strided``, no fused
+    kernel), and its quantized layers use their ``Delta * q`` weights computed once on entry
+    (constants in a traced graph); afterwards the modules' own methods are back. For inference
+    and export only: the plain path has no surrogate gradient, and weights changed inside the
+    block are not seen."""
+    from ..neurons import QuantActivation, SpikeNeuron
+    from ..quant import QuantConv2d, QuantLinear
+    from ..temporal import StaticEncoder
+
+    patched: list[tuple[nn.Module, str]] = []
+    try:
+        for m in model.modules():
+            if isinstance(m, (QuantConv2d, QuantLinear)) and "quantized_weight" not in vars(m):
+                with torch.no_grad():
+                    weight = m.quantized_weight().detach().clone()  # Delta * q, computed once
+                m.quantized_weight = lambda w=weight: w
+                patched.append((m, "quantized_weight"))
+                continue
+            if isinstance(m, QuantActivation):
+                fn = _eager_activation_forward
+            elif isinstance(m, SpikeNeuron):
+                fn = _eager_neuron_forward
+            elif isinstance(m, StaticEncoder):
+                fn = _eager_encoder_forward
+            else:
+                continue
+            if "forward" in vars(m):  # already patched (a nested block) or the user's own
+                continue
+            m.forward = types.MethodType(fn, m)  # an instance attribute shadows the method
+            patched.append((m, "forward"))
+        yield model
+    finally:
+        for m, name in patched:
+            vars(m).pop(name, None)
+
+
+def save_onnx(
+    model: nn.Module, info: dict[str, Any], path: str | os.PathLike, *, opset: int = OPSET
+) -> Path:
+    """Write ``model`` (in eval mode, float32, on the CPU) as a plain ONNX graph (module doc) to
+    ``path``; ``info`` as :func:`qsnn.export.export_run` builds it. Returns the path."""
+    onnx = require("onnx", "ONNX export")
+    spec = info["input"]
+    if spec["kind"] != "static":
+        raise ValueError(
+            f"ONNX export supports models of static image datasets; this run's dataset is "
+            f"{spec['kind']} ({info['config'].get('dataset')})"
+        )
+    model = model.to("cpu", torch.float32).eval()
+    dummy = torch.zeros(2, *spec["sample_shape"])
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    require("onnxscript", "ONNX export")  # torch.onnx's exporter writes through it
+    with export_friendly(model), torch.no_grad(), warnings.catch_warnings(), _quiet_exporter():
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(
+            model,
+            (dummy,),
+            None,
+            input_names=["input"],
+            output_names=["logits"],
+            dynamic_shapes=({0: torch.export.Dim("batch")},),
+            opset_version=opset,
+            dynamo=True,
+            optimize=True,
+            verbose=False,
+        )
+    proto = program.model_proto
+    args = info["model_args"]
+    meta = {
+        "qsnn.model": str(args.get("name")),
+        "qsnn.bits": str(args.get("bits")),
+        "qsnn.model_args": json.dumps(args),
+        "qsnn.input": json.dumps(spec),
+        "qsnn.weights": str(info.get("which", "")),
+    }
+    for key, value in meta.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    proto.producer_name = "qsnn"
+    onnx.checker.check_model(proto)
+    onnx.save(proto, str(path))
+    return path
+
+
+@contextlib.contextmanager
+def _quiet_exporter() -> Iterator[None]:
+    """Silence the exporter's progress lines and notes (torchvision ops it skips)."""
+    import io
+    import logging
+
+    loggers = [logging.getLogger(name) for name in ("torch.onnx", "torch.export", "onnxscript")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
+
+
+def onnx_session(path: str | os.PathLike) -> Any:
+    """An onnxruntime CPU ``InferenceSession`` of ``path``."""
+    ort = require("onnxruntime", "running an ONNX export")
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
