@@ -555,6 +555,30 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from .export import check_export, export_run
+
+    _setup_logging()  # data loading lines
+
+    if args.out:
+        _writable_file(args.out, "--out")
+    path = export_run(
+        args.run_dir, args.format, args.out, which=args.which, data_root=args.data_root
+    )
+    print(f"wrote {path} ({args.format})")
+    if args.check:
+        r = check_export(
+            args.run_dir, path, args.format, which=args.which, data_root=args.data_root,
+            limit=args.limit,
+        )
+        print(
+            f"{args.run_dir} vs {path}: agreement {100 * r['agreement']:.2f}% on {r['n']} test "
+            f"samples, max |logit diff| {r['max_abs_diff']:.3g}, accuracy qsnn "
+            f"{100 * r['acc_qsnn']:.2f}% / export {100 * r['acc_export']:.2f}%"
+        )
+    return 0
+
+
 def _add_data_root(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--data-root", help="read the run's dataset from here (default: where it was trained)"
@@ -727,6 +751,24 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     )
     p.add_argument("--json", help="also write the report to this JSON file")
     p.set_defaults(func=_cmd_verify)
+
+    p = sub.add_parser(
+        "export", help="export a trained run for other tools (safetensors, ONNX)"
+    )
+    p.add_argument("run_dir", help="a run directory written by `qsnn train`")
+    _add_data_root(p)
+    p.add_argument(
+        "--format", required=True, choices=("safetensors", "onnx"), help="what to write"
+    )
+    p.add_argument("--out", help="output file (default RUN_DIR/export/model.<format>)")
+    p.add_argument("--which", choices=("best", "last"), default="best")
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="run the written file on the test set (onnxruntime for ONNX) and report agreement",
+    )
+    p.add_argument("--limit", type=_count(1), help="with --check: the first N test samples")
+    p.set_defaults(func=_cmd_export)
     for p in sub.choices.values():  # also after the command; SUPPRESS keeps `qsnn --debug CMD`
         p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=_DEBUG_HELP)
     return parser

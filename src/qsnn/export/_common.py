@@ -20,7 +20,8 @@ def require(module: str, purpose: str) -> Any:
         return importlib.import_module(module)
     except ImportError as err:
         raise ImportError(
-            f"{purpose} needs the optional package {module!r}, which is not installed: "
+            f"{purpose} needs the optional package {module.partition('.')[0]!r}, which is not "
+            f"installed: "
             f"{INSTALL_LINE}"
         ) from err
 

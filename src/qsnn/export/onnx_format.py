@@ -5,22 +5,29 @@ the run's data were: ``(x / 255 - mean) / std`` per channel; the values are in t
 ``metadata_props``) and returns the logits ``[B, classes]``. Every one of the ``T`` time steps is
 written out: the neurons' charge / fire / reset (paper Eq. 6-7: ``floor``, ``clip``, ``where``)
 step by step, the weights as their ``b_w``-bit fake-quantized float values (folded into
-constants), batch norm, pooling and the time-mean readout as ordinary ONNX ops. The batch axis
+constants), batch norm (which the exporter's optimizer folds into the convolutions), pooling
+and the time-mean readout as ordinary ONNX ops. The batch axis
 is dynamic; ``T``, the allocation and the input size are fixed at export.
 
-Why not ``torch.onnx.export(model)`` directly: the neuron runs its time loop inside a
-``torch.autograd.Function`` that views its input as ``[T, N]`` rows with ``as_strided``; the
-TorchScript exporter records the Function as a ``prim::PythonOp`` whose inlined body has those
-``as_strided`` views, and its peephole pass then fails (``IndexError: Argument passed to at()
-was not in the map``; the fused ``torch.compile`` kernel is not involved: ``kernel="eager"``
-fails the same way). :func:`export_friendly` swaps, for the duration of the export only, each
-neuron's and each static encoder's ``forward`` for the same arithmetic in plain tensor ops
-(``qsnn._neuron_kernels.membrane_step``, the one place the step is written); training code and
-the modules' classes are untouched.
+Why ``torch.onnx.export(model, dynamo=False)`` fails on qsnn models: the neuron runs its time
+loop inside a ``torch.autograd.Function`` that views its input as ``[T, N]`` rows with
+``as_strided`` (``qsnn._neuron_kernels.as_time_rows``); the TorchScript exporter records the
+Function as a ``prim::PythonOp`` whose inlined body holds those ``as_strided`` views, and its
+peephole pass then fails (``IndexError: Argument passed to at() was not in the map``). The fused
+``torch.compile`` kernel is not involved: ``kernel="eager"`` fails the same way, and a Function
+without the views exports. qsnn therefore exports through :func:`export_friendly`, which swaps,
+for the duration of the export only, each neuron's and each static encoder's ``forward`` for the
+same arithmetic in plain tensor ops (``qsnn._neuron_kernels.membrane_step``, the one place the
+step is written) and each quantized layer's weight for its ``Delta * q`` constant; training
+code and the modules' classes are untouched. The graph is captured with ``torch.export``
+(torch.onnx's ``dynamo=True`` exporter, which needs ``onnxscript``): the TorchScript exporter,
+even on the plain path, wrote a graph that gave wrong logits at batch sizes other than the
+traced one.
 
 Limits: static image datasets only (event models take ``[T, B, ...]`` frames; not exported);
-float32 only; the graph is float (weights are quantized values stored as floats, spikes are
-``k * theta`` floats), not an integer or QONNX graph.
+float32 only; exporting takes about 10 s of CPU even for ``small_convnet``; the graph is float
+(weights are quantized values stored as floats, spikes are ``k * theta`` floats), not an
+integer or QONNX graph.
 """
 
 from __future__ import annotations
@@ -60,7 +67,12 @@ def _eager_neuron_forward(self, x: Tensor) -> Tensor:
     spikes = []
     for t in range(x.shape[0]):
         _, k, v = kernels.membrane_step(
-            x[t].to(acc), v, theta, 1.0 / self.tau, self.v_reset, self.levels,
+            x[t].to(acc),
+            v,
+            theta,
+            1.0 / self.tau,
+            self.v_reset,
+            self.levels,
             self.reset == "hard",
         )
         spikes.append((k * theta).to(x.dtype))
