@@ -133,9 +133,16 @@ def dataset_spec(name: str) -> DatasetSpec:
     key = _norm(name)
     if key in _ALIASES:
         return _REGISTRY[_ALIASES[key]]
+    if key.startswith("tonic:"):  # any tonic dataset class (qsnn.data.from_tonic)
+        from .from_tonic import tonic_spec
+
+        return tonic_spec(name.strip())
     close = _close_names(key)
     hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
-    raise DataError(f"unknown dataset {name!r}{hint} (known: {', '.join(list_datasets())})")
+    raise DataError(
+        f"unknown dataset {name!r}{hint} (known: {', '.join(list_datasets())}, or any tonic "
+        "dataset as tonic:NAME)"
+    )
 
 
 def default_root() -> Path:
