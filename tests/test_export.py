@@ -143,7 +143,12 @@ def test_unknown_format_and_event_runs_refused(run: Path, loaded, tmp_path: Path
 
 @pytest.mark.parametrize(
     ("fmt", "modules"),
-    [("safetensors", ["safetensors", "safetensors.torch"]), ("onnx", ["onnx"])],
+    [
+        ("safetensors", ["safetensors", "safetensors.torch"]),
+        ("onnx", ["onnx"]),
+        ("onnx", ["onnxscript"]),
+        ("qonnx", ["onnx"]),
+    ],
 )
 def test_missing_package_names_install_line(
     run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys, fmt: str, modules: list
@@ -161,12 +166,26 @@ def test_missing_package_names_install_line(
     assert len(lines) == 1 and lines[0].startswith("qsnn: error: ") and INSTALL in lines[0]
 
 
-def test_missing_onnxruntime_for_check(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_missing_runtimes_for_check(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from qsnn.export.onnx_format import onnx_session
+    from qsnn.export.qonnx_format import qonnx_run
 
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    monkeypatch.setitem(sys.modules, "qonnx", None)
     with pytest.raises(ImportError, match=r"'onnxruntime'.*pip install 'qsnn\[export\]'"):
         onnx_session(tmp_path / "m.onnx")
+    with pytest.raises(ImportError, match=r"'qonnx'.*pip install 'qsnn\[export\]'"):
+        qonnx_run(tmp_path / "m.onnx")
+
+
+def test_qonnx_refuses_spiking_allocations(run: Path, tmp_path: Path, capsys) -> None:
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxscript")
+    assert cli.main(["export", str(run), "--format", "qonnx", "--out", str(tmp_path / "q")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "QONNX export needs a T = 1 allocation" in err[0]
+    assert "this run has T = 2 (4/2/2)" in err[0] and "use --format onnx" in err[0]
+    assert not (tmp_path / "q").exists()
 
 
 def test_cli_export_safetensors_check(run: Path, tmp_path: Path, capsys) -> None:
@@ -234,3 +253,33 @@ def test_cli_export_onnx_check(run: Path, tmp_path: Path, capsys) -> None:
     text = capsys.readouterr().out
     assert f"wrote {run / 'export' / 'model.onnx'} (onnx)" in text
     assert "agreement 100.00% on 359 test samples" in text
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("bits", ["2/4/1", "1/2/1"])
+def test_qonnx_executor_predictions_equal(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, bits: str
+) -> None:
+    """A T = 1 run as QONNX: Quant nodes with the run's bit-widths, and qonnx's executor
+    predicts what qsnn predicts on the whole digits test set (2-bit and binary weights)."""
+    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnxscript")
+    pytest.importorskip("qonnx")
+    from qsnn.export import check_export, export_run
+    from qsnn.export.qonnx_format import DOMAIN
+
+    run_dir = _train(tmp_path_factory.mktemp("q") / "run", bits)
+    path = export_run(run_dir, "qonnx", tmp_path / "m.qonnx.onnx", batch_size=128)
+    proto = onnx.load(str(path))
+    quants = [n for n in proto.graph.node if n.op_type == "Quant"]
+    assert quants and all(n.domain == DOMAIN for n in quants)
+    inits = {i.name: onnx.numpy_helper.to_array(i) for i in proto.graph.initializer}
+    b_w, b_s = (int(v) for v in bits.split("/")[:2])
+    widths = {}
+    for n in quants:
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in n.attribute}
+        widths.setdefault(attrs["rounding_mode"], set()).add(int(inits[n.input[3]]))
+    assert widths["FLOOR"] == {b_s}  # activations: the neurons' b_s
+    assert b_w in widths["ROUND"]  # weights: b_w (the stem's and head's may differ)
+    r = check_export(run_dir, path, "qonnx")
+    assert r["n"] == 359 and r["agreement"] == 1.0 and r["max_abs_diff"] < 1e-4

@@ -563,7 +563,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
     if args.out:
         _writable_file(args.out, "--out")
     path = export_run(
-        args.run_dir, args.format, args.out, which=args.which, data_root=args.data_root
+        args.run_dir, args.format, args.out, which=args.which, data_root=args.data_root,
+        batch_size=args.batch_size,
     )
     print(f"wrote {path} ({args.format})")
     if args.check:
@@ -753,12 +754,21 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_verify)
 
     p = sub.add_parser(
-        "export", help="export a trained run for other tools (safetensors, ONNX)"
+        "export", help="export a trained run for other tools (safetensors, ONNX, QONNX)"
     )
     p.add_argument("run_dir", help="a run directory written by `qsnn train`")
     _add_data_root(p)
     p.add_argument(
-        "--format", required=True, choices=("safetensors", "onnx"), help="what to write"
+        "--format",
+        required=True,
+        choices=("safetensors", "onnx", "qonnx"),
+        help="safetensors (weights + config), onnx (float graph, T unrolled) or qonnx (T = 1)",
+    )
+    p.add_argument(
+        "--batch-size",
+        type=_count(1),
+        default=1,
+        help="qonnx: the graph's fixed batch size (default 1, as FINN takes it)",
     )
     p.add_argument("--out", help="output file (default RUN_DIR/export/model.<format>)")
     p.add_argument("--which", choices=("best", "last"), default="best")

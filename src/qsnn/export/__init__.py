@@ -1,13 +1,15 @@
 """Export a trained run for other tools: ``safetensors`` (weights + the config to rebuild the
-model with :func:`qsnn.create_model`, no pickles) and ``onnx`` (the fake-quantized float
-graph, time unrolled, for onnxruntime).
+model with :func:`qsnn.create_model`, no pickles), ``onnx`` (the fake-quantized float graph,
+time unrolled, for onnxruntime) and ``qonnx`` (``T = 1`` allocations as a quantized ANN with
+QONNX ``Quant`` nodes, for qonnx and FINN).
 
 >>> from qsnn.export import export_run, load_safetensors, check_export
 >>> path = export_run("runs/tour", "safetensors")            # runs/tour/export/model.safetensors
 >>> model = load_safetensors(path)                           # the same model, rebuilt
 >>> check_export("runs/tour", export_run("runs/tour", "onnx"), "onnx")["agreement"]
 
-The optional packages (``safetensors``; ``onnx`` and ``onnxruntime``) are the ``export`` extra,
+The optional packages (``safetensors``; ``onnx``, ``onnxscript``, ``onnxruntime``; ``qonnx``)
+are the ``export`` extra,
 imported only when a format needs them: ``pip install 'qsnn[export]'``. Each format's module
 says what its file holds and what it cannot express.
 """
@@ -24,10 +26,10 @@ from ._common import INSTALL_LINE, default_out, run_description
 from .onnx_format import export_friendly, onnx_session, save_onnx
 from .safetensors_format import load_safetensors, safetensors_metadata, save_safetensors
 
-Format = Literal["safetensors", "onnx"]
+Format = Literal["safetensors", "onnx", "qonnx"]
 
 #: Formats :func:`export_run` writes, with their file suffix.
-FORMATS: dict[str, str] = {"safetensors": ".safetensors", "onnx": ".onnx"}
+FORMATS: dict[str, str] = {"safetensors": ".safetensors", "onnx": ".onnx", "qonnx": ".qonnx.onnx"}
 
 __all__ = [
     "FORMATS",
@@ -53,6 +55,7 @@ def export_run(
     *,
     which: Literal["best", "last"] = "best",
     data_root: str | os.PathLike | None = None,
+    batch_size: int = 1,
 ) -> Path:
     """Export the run in ``run_dir`` (its ``best.pt`` or ``checkpoint.pt`` per ``which``) as
     ``format`` to ``out`` (default ``RUN_DIR/export/model.<suffix>``); returns the path.
@@ -62,24 +65,30 @@ def export_run(
       :func:`load_safetensors`.
     - ``onnx``: the float graph of the fake-quantized model, ``T`` steps unrolled, batch axis
       dynamic; static image datasets only (``qsnn.export.onnx_format``).
+    - ``qonnx``: ``T = 1`` allocations only, ``Quant`` nodes for weights (``b_w``) and
+      activations (``b_s``), a fixed batch of ``batch_size`` (``qsnn.export.qonnx_format``).
 
     ``data_root`` reads the run's dataset from another place (only its normalization and
     sample shape are used). A format this build cannot write is a ``ValueError``; a missing
     optional package an ``ImportError`` naming ``pip install 'qsnn[export]'``.
     """
     _check_format(format)
-    if format == "safetensors":  # fail on a missing package before loading anything
-        from ._common import require
+    from ._common import require
 
+    # Fail on a missing package before loading anything.
+    if format == "safetensors":
         require("safetensors.torch", "safetensors export")
     else:
-        from ._common import require
-
-        require("onnx", "ONNX export")
+        require("onnx", f"{'QONNX' if format == 'qonnx' else 'ONNX'} export")
+        require("onnxscript", f"{'QONNX' if format == 'qonnx' else 'ONNX'} export")
     model, info = run_description(run_dir, which=which, data_root=data_root)
     path = Path(out) if out is not None else default_out(run_dir, FORMATS[format])
     if format == "safetensors":
         return save_safetensors(model, info, path)
+    if format == "qonnx":
+        from .qonnx_format import save_qonnx
+
+        return save_qonnx(model, info, path, batch_size=batch_size)
     return save_onnx(model, info, path)
 
 
@@ -97,9 +106,10 @@ def check_export(
     """Run an exported file on the run's test split and compare it with qsnn's own model.
 
     ``safetensors`` files are rebuilt with :func:`load_safetensors`, ``onnx`` files run in
-    onnxruntime (CPU). Returns ``{"agreement", "n", "max_abs_diff", "acc_qsnn", "acc_export"}``:
-    the fraction of samples whose predicted class is the same, the largest logit difference,
-    and both accuracies. ``limit`` takes the first ``limit`` test samples only.
+    onnxruntime (CPU), ``qonnx`` files in qonnx's executor. Returns ``{"agreement", "n",
+    "max_abs_diff", "acc_qsnn", "acc_export"}``: the fraction of samples whose predicted class
+    is the same, the largest logit difference, and both accuracies. ``limit`` takes the first
+    ``limit`` test samples only.
     """
     from ..train import load_run
 
@@ -114,6 +124,13 @@ def check_export(
 
         def run_export(x: torch.Tensor) -> torch.Tensor:
             return other(x)
+    elif format == "qonnx":
+        from .qonnx_format import qonnx_run
+
+        run_qonnx = qonnx_run(path)
+
+        def run_export(x: torch.Tensor) -> torch.Tensor:
+            return torch.from_numpy(run_qonnx(x.numpy()))
     else:
         session = onnx_session(path)
 

@@ -160,18 +160,7 @@ def save_onnx(
             verbose=False,
         )
     proto = program.model_proto
-    args = info["model_args"]
-    meta = {
-        "qsnn.model": str(args.get("name")),
-        "qsnn.bits": str(args.get("bits")),
-        "qsnn.model_args": json.dumps(args),
-        "qsnn.input": json.dumps(spec),
-        "qsnn.weights": str(info.get("which", "")),
-    }
-    for key, value in meta.items():
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = key, value
-    proto.producer_name = "qsnn"
+    add_metadata(proto, info)
     onnx.checker.check_model(proto)
     onnx.save(proto, str(path))
     return path
@@ -193,6 +182,23 @@ def _quiet_exporter() -> Iterator[None]:
     finally:
         for lg, level in zip(loggers, levels, strict=True):
             lg.setLevel(level)
+
+
+def add_metadata(proto: Any, info: dict[str, Any]) -> None:
+    """Record the run (model, allocation, ``create_model`` arguments, input normalization) in
+    an ONNX model's ``metadata_props``."""
+    args = info["model_args"]
+    meta = {
+        "qsnn.model": str(args.get("name")),
+        "qsnn.bits": str(args.get("bits")),
+        "qsnn.model_args": json.dumps(args),
+        "qsnn.input": json.dumps(info["input"]),
+        "qsnn.weights": str(info.get("which", "")),
+    }
+    for key, value in meta.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    proto.producer_name = "qsnn"
 
 
 def onnx_session(path: str | os.PathLike) -> Any:
