@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -202,34 +202,28 @@ def sweep(
                 "ranks of one job train each run together (drop --storage)"
             )
         return _sweep_on_board(jobs, out, storage, study or _study_name(base), poll_s)
-    results: dict[int, dict[str, Any]] = {}
-    pending = list(range(len(jobs)))
-    while pending:
-        busy = []
-        for i in pending:
-            config = jobs[i]
-            run = run_dir_for(out / "runs", config)
-            tag = f"[{i + 1}/{len(jobs)}] {config.bits} seed {config.seed}"
-            try:
-                if shared and not (run / "result.json").exists():
-                    with lock_directory(run, "run directory"):
-                        pass  # free now (a worker that takes it first is caught below)
-                if (run / "result.json").exists():  # looked at after the lock: settled
-                    log.info("%s: finished before, skipped", tag)
-                    results[i] = read_json_object(run / "result.json", "a run's result")
-                    continue
-                resume = (run / CHECKPOINT).exists()
-                log.info("%s%s", tag, " (resuming)" if resume else "")
-                results[i] = train(config, run, resume=resume)
-            except DirectoryInUseError as err:
-                if not shared:
-                    raise
-                log.info("%s: %s; back to it later", tag, err)
-                busy.append(i)
-        pending = busy
-        if pending:  # another worker trains these: wait until they finish or it dies
-            time.sleep(poll_s)
-    return [results[i] for i in range(len(jobs))]
+
+    def attempt(i: int) -> dict[str, Any] | None:
+        config = jobs[i]
+        run = run_dir_for(out / "runs", config)
+        tag = f"[{i + 1}/{len(jobs)}] {config.bits} seed {config.seed}"
+        try:
+            if shared and not (run / "result.json").exists():
+                with lock_directory(run, "run directory"):
+                    pass  # free now (a worker that takes it first is caught below)
+            if (run / "result.json").exists():  # looked at after the lock: settled
+                log.info("%s: finished before, skipped", tag)
+                return read_json_object(run / "result.json", "a run's result")
+            resume = (run / CHECKPOINT).exists()
+            log.info("%s%s", tag, " (resuming)" if resume else "")
+            return train(config, run, resume=resume)
+        except DirectoryInUseError as err:
+            if not shared:
+                raise
+            log.info("%s: %s; back to it later", tag, err)
+            return None
+
+    return _until_done(len(jobs), attempt, poll_s)
 
 
 def _study_name(base: TrainConfig) -> str:
@@ -245,41 +239,56 @@ def _sweep_on_board(
     from .study import JobBoard
 
     board = JobBoard(storage, study)
+
+    def attempt(i: int) -> dict[str, Any] | None:
+        config = jobs[i]
+        run, key = run_dir_for(out / "runs", config), settings_key(config)
+        tag = f"[{i + 1}/{len(jobs)}] {config.bits} seed {config.seed}"
+        recorded = board.result(key)
+        if recorded:
+            log.info("%s: finished (recorded in the study), skipped", tag)
+            if not (run / "result.json").exists():  # trained elsewhere: report it here too
+                write_json_atomic(run / "result.json", recorded)
+            return recorded
+        if (run / "result.json").exists():  # finished before the study knew of it
+            result = read_json_object(run / "result.json", "a run's result")
+            board.record(key, _value(result), result)
+            return result
+        try:
+            with board.holding(key, {"bits": config.bits, "seed": config.seed}) as claim:
+                if claim is None:
+                    return None
+                resume = (run / CHECKPOINT).exists()
+                log.info("%s (trial %d%s)", tag, claim.number, ", resuming" if resume else "")
+                result = train(config, run, resume=resume)
+                claim.finish(_value(result), result)
+                return result
+        except DirectoryInUseError as err:  # a worker outside the study trains it here
+            log.info("%s: %s; back to it later", tag, err)
+            return None
+
+    return _until_done(len(jobs), attempt, poll_s)
+
+
+def _until_done(
+    n: int, attempt: Callable[[int], dict[str, Any] | None], poll_s: float
+) -> list[dict[str, Any]]:
+    """``attempt(i)`` for jobs ``0..n-1`` until each gave its result (``None``: another worker
+    has it now; looked at again every ``poll_s`` seconds once nothing else is left)."""
     results: dict[int, dict[str, Any]] = {}
-    pending = list(range(len(jobs)))
+    pending = list(range(n))
     while pending:
         busy = []
         for i in pending:
-            config = jobs[i]
-            run, key = run_dir_for(out / "runs", config), settings_key(config)
-            tag = f"[{i + 1}/{len(jobs)}] {config.bits} seed {config.seed}"
-            recorded = board.result(key)
-            if recorded:
-                log.info("%s: finished (recorded in the study), skipped", tag)
-                if not (run / "result.json").exists():  # trained elsewhere: report it here too
-                    write_json_atomic(run / "result.json", recorded)
-                results[i] = recorded
-                continue
-            if (run / "result.json").exists():  # finished before the study knew of it
-                results[i] = read_json_object(run / "result.json", "a run's result")
-                board.record(key, _value(results[i]), results[i])
-                continue
-            try:
-                with board.holding(key, {"bits": config.bits, "seed": config.seed}) as claim:
-                    if claim is None:
-                        busy.append(i)
-                        continue
-                    resume = (run / CHECKPOINT).exists()
-                    log.info("%s (trial %d%s)", tag, claim.number, ", resuming" if resume else "")
-                    results[i] = train(config, run, resume=resume)
-                    claim.finish(_value(results[i]), results[i])
-            except DirectoryInUseError as err:  # a worker outside the study trains it here
-                log.info("%s: %s; back to it later", tag, err)
+            got = attempt(i)
+            if got is None:
                 busy.append(i)
+            else:
+                results[i] = got
         pending = busy
-        if pending:
+        if pending:  # another worker trains these: wait until they finish or it dies
             time.sleep(poll_s)
-    return [results[i] for i in range(len(jobs))]
+    return [results[i] for i in range(n)]
 
 
 def _value(result: dict[str, Any]) -> float:
