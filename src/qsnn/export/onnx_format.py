@@ -168,20 +168,18 @@ def save_onnx(
 
 @contextlib.contextmanager
 def _quiet_exporter() -> Iterator[None]:
-    """Silence the exporter's progress lines and notes (torchvision ops it skips)."""
+    """Silence the exporter's progress lines and its optimizer's notes (logged at INFO and
+    WARNING by torch.onnx, onnxscript and onnx_ir; errors still show)."""
     import io
     import logging
 
-    loggers = [logging.getLogger(name) for name in ("torch.onnx", "torch.export", "onnxscript")]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(logging.ERROR)
+    previous = logging.root.manager.disable
+    logging.disable(logging.WARNING)
     try:
         with contextlib.redirect_stdout(io.StringIO()):
             yield
     finally:
-        for lg, level in zip(loggers, levels, strict=True):
-            lg.setLevel(level)
+        logging.disable(previous)
 
 
 def add_metadata(proto: Any, info: dict[str, Any]) -> None:
