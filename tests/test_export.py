@@ -278,7 +278,8 @@ def test_qonnx_executor_predictions_equal(
     widths = {}
     for n in quants:
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in n.attribute}
-        widths.setdefault(attrs["rounding_mode"], set()).add(int(inits[n.input[3]]))
+        mode = attrs["rounding_mode"].decode()
+        widths.setdefault(mode, set()).add(int(inits[n.input[3]]))
     assert widths["FLOOR"] == {b_s}  # activations: the neurons' b_s
     assert b_w in widths["ROUND"]  # weights: b_w (the stem's and head's may differ)
     r = check_export(run_dir, path, "qonnx")
