@@ -79,6 +79,27 @@ def _eager_neuron_forward(self, x: Tensor) -> Tensor:
     return torch.stack(spikes)
 
 
+def _eager_level_quantizer_forward(
+    self, x: Tensor, theta: float | Tensor | None = None, exact_theta: float | None = None
+) -> Tensor:
+    """``LevelQuantizer.forward`` (Spikformer's attention quantizer: every step quantized on
+    its own, no membrane) in plain tensor ops."""
+    from .. import _neuron_kernels as kernels
+
+    if theta is None:
+        step = self.level.step(self.bits_s)
+    else:
+        step = theta.detach() if isinstance(theta, Tensor) else float(theta)
+    acc = kernels.membrane_dtype(x.dtype)
+    theta_t = (
+        step.detach().to(x.device, acc)
+        if isinstance(step, Tensor)
+        else torch.tensor(float(step), dtype=acc, device=x.device)
+    )
+    _, k, _ = kernels.membrane_step(x.to(acc), None, theta_t, 1.0, 0.0, self.levels, True)
+    return (k * theta_t).to(x.dtype)
+
+
 def _eager_activation_forward(self, x: Tensor) -> Tensor:
     return _eager_neuron_forward(self, x.unsqueeze(0)).squeeze(0)
 
@@ -97,6 +118,7 @@ def export_friendly(model: nn.Module) -> Iterator[nn.Module]:
     (constants in a traced graph); afterwards the modules' own methods are back. For inference
     and export only: the plain path has no surrogate gradient, and weights changed inside the
     block are not seen."""
+    from ..models.layers import LevelQuantizer
     from ..neurons import QuantActivation, SpikeNeuron
     from ..quant import QuantConv2d, QuantLinear
     from ..temporal import StaticEncoder
@@ -112,6 +134,8 @@ def export_friendly(model: nn.Module) -> Iterator[nn.Module]:
                 continue
             if isinstance(m, QuantActivation):
                 fn = _eager_activation_forward
+            elif isinstance(m, LevelQuantizer):
+                fn = _eager_level_quantizer_forward
             elif isinstance(m, SpikeNeuron):
                 fn = _eager_neuron_forward
             elif isinstance(m, StaticEncoder):

@@ -136,6 +136,7 @@ def _weight_method(m: nn.Module):
 def qonnx_friendly(model: nn.Module) -> Iterator[nn.Module]:
     """Within the block, ``model``'s neurons run as QONNX ``Quant`` activations (``T = 1``
     only) and its quantized layers' weights pass through ``Quant`` nodes; same values."""
+    from ..models.layers import LevelQuantizer
     from ..neurons import QuantActivation, SpikeNeuron
     from ..quant import QuantConv2d, QuantLinear
     from ..temporal import StaticEncoder
@@ -144,8 +145,11 @@ def qonnx_friendly(model: nn.Module) -> Iterator[nn.Module]:
     patched: list[tuple[nn.Module, str]] = []
     try:
         for m in model.modules():
-            if isinstance(m, QuantActivation):
-                raise ValueError("QONNX export of QuantActivation modules is not supported")
+            if isinstance(m, (QuantActivation, LevelQuantizer)):
+                raise ValueError(
+                    f"QONNX export does not support {type(m).__name__} modules yet "
+                    "(Spikformer's attention quantizer, or a bare activation); use --format onnx"
+                )
             if isinstance(m, SpikeNeuron):
                 name, fn = "forward", _activation_forward
             elif isinstance(m, StaticEncoder):
