@@ -284,3 +284,33 @@ def test_qonnx_executor_predictions_equal(
     assert b_w in widths["ROUND"]  # weights: b_w (the stem's and head's may differ)
     r = check_export(run_dir, path, "qonnx")
     assert r["n"] == 359 and r["agreement"] == 1.0 and r["max_abs_diff"] < 1e-4
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["sew_resnet18_cifar", "resnet19", "spikformer_4_256_cifar"])
+def test_onnx_zoo_models_same_logits(tmp_path: Path, name: str) -> None:
+    """The plain ONNX path beyond small_convnet: residual sums, the restricted SEW ADD and
+    Spikformer's attention quantizer (untrained models, random images; about a minute each)."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    import qsnn
+    from qsnn.export import export_friendly
+    from qsnn.export.onnx_format import onnx_session, save_onnx
+
+    torch.manual_seed(0)
+    model = qsnn.create_model(name, bits="4/2/2", num_classes=10, in_channels=3, img_size=(32, 32))
+    model.eval()
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        ref = model(x)
+        with export_friendly(model):
+            assert torch.equal(model(x), ref)
+    info = {
+        "input": {"kind": "static", "sample_shape": [3, 32, 32], "mean": None, "std": None},
+        "config": {},
+        "model_args": {"name": name, "bits": "4/2/2"},
+    }
+    path = save_onnx(model, info, tmp_path / "m.onnx")
+    got = torch.from_numpy(onnx_session(path).run(["logits"], {"input": x.numpy()})[0])
+    assert torch.allclose(got, ref, atol=1e-4)
+    assert torch.equal(got.argmax(1), ref.argmax(1))
