@@ -169,25 +169,36 @@ def save_onnx(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     require("onnxscript", "ONNX export")  # torch.onnx's exporter writes through it
-    with export_friendly(model), torch.no_grad(), warnings.catch_warnings(), _quiet_exporter():
-        warnings.simplefilter("ignore")
-        program = torch.onnx.export(
-            model,
-            (dummy,),
-            None,
-            input_names=["input"],
-            output_names=["logits"],
-            dynamic_shapes=({0: torch.export.Dim("batch")},),
-            opset_version=opset,
-            dynamo=True,
-            optimize=True,
-            verbose=False,
-        )
-    proto = program.model_proto
+    with export_friendly(model):
+        proto = capture_onnx(model, dummy, opset, dynamic_batch=True)
     add_metadata(proto, info)
     onnx.checker.check_model(proto)
     onnx.save(proto, str(path))
     return path
+
+
+def capture_onnx(
+    model: nn.Module,
+    dummy: torch.Tensor,
+    opset: int,
+    *,
+    dynamic_batch: bool,
+    translations: dict | None = None,
+) -> Any:
+    """The ``onnx.ModelProto`` of ``model(dummy)`` captured by ``torch.export`` (torch.onnx's
+    ``dynamo=True`` exporter, optimized, quiet); input ``input``, output ``logits``, the batch
+    dimension dynamic when ``dynamic_batch``; ``translations`` maps custom ops to onnxscript."""
+    extra: dict[str, Any] = {}
+    if dynamic_batch:
+        extra["dynamic_shapes"] = ({0: torch.export.Dim("batch")},)
+    if translations:
+        extra["custom_translation_table"] = translations
+    with torch.no_grad(), warnings.catch_warnings(), _quiet_exporter():
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(model, (dummy,), None, input_names=["input"],
+                                    output_names=["logits"], opset_version=opset, dynamo=True,
+                                    optimize=True, verbose=False, **extra)  # fmt: skip
+    return program.model_proto
 
 
 @contextlib.contextmanager

@@ -183,7 +183,7 @@ def save_qonnx(
     require("onnxscript", "QONNX export")
     from ..neurons import SpikeNeuron
     from ..temporal import StaticEncoder
-    from .onnx_format import _quiet_exporter, add_metadata
+    from .onnx_format import add_metadata, capture_onnx
 
     spec = info["input"]
     if spec["kind"] != "static":
@@ -205,23 +205,14 @@ def save_qonnx(
     dummy = torch.zeros(batch_size, *spec["sample_shape"])
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    import warnings
-
-    with qonnx_friendly(model), torch.no_grad(), warnings.catch_warnings(), _quiet_exporter():
-        warnings.simplefilter("ignore")
-        program = torch.onnx.export(
+    with qonnx_friendly(model):
+        proto = capture_onnx(
             model,
-            (dummy,),
-            None,
-            input_names=["input"],
-            output_names=["logits"],
-            opset_version=18,
-            dynamo=True,
-            optimize=True,
-            verbose=False,
-            custom_translation_table={torch.ops.qsnn_export.quant.default: _quant_translation()},
+            dummy,
+            18,
+            dynamic_batch=False,
+            translations={torch.ops.qsnn_export.quant.default: _quant_translation()},
         )
-    proto = program.model_proto
     if not any(op.domain == DOMAIN for op in proto.opset_import):
         proto.opset_import.add(domain=DOMAIN, version=1)
     add_metadata(proto, info)
