@@ -26,7 +26,7 @@ from qsnn.sweep.search import OBJECTIVES, search  # noqa: E402
 from qsnn.sweep.study import JobBoard  # noqa: E402
 from test_train import qsnn_run, qsnn_start  # noqa: E402
 
-BASE = dict(model="small_convnet", dataset="digits", bits="1/2/1", epochs=2, batch_size=64,
+BASE = dict(model="small_convnet", dataset="digits", bits="1/2/1", epochs=1, batch_size=64,
             lr=3e-3, precision="fp32", progress=False, threads=1, precise_bn=256,
             profile_batches=0, overrides={"head": 16})  # fmt: skip
 SWEEP_FLAGS = ["--model", "small_convnet", "--dataset", "digits", "--epochs", "1",
@@ -196,7 +196,7 @@ def test_tiny_search_trains_the_uniform_allocations_first_and_fully(tiny_search)
     # Inside the limit (S-ACE of 2/1/1): 1/1/1, 1/2/1 and 2/1/1; 2/2/1 is over it.
     assert sorted(t.user_attrs["bits"] for t in uniform) == ["1/1/1", "1/2/1", "2/1/1"]
     assert [t.number for t in uniform] == [0, 1, 2]  # enqueued: trained before any sampled one
-    assert all(t.state.name == "COMPLETE" and t.user_attrs["qsnn_epochs"] == 2 for t in uniform)
+    assert all(t.state.name == "COMPLETE" and t.user_attrs["qsnn_epochs"] == 1 for t in uniform)
     for t in trials:  # one run directory per trained trial, each epoch written once
         if t.state.name not in ("COMPLETE", "PRUNED"):
             continue
@@ -221,6 +221,33 @@ def test_a_finished_search_resumes_without_training_and_refuses_other_settings(
     with pytest.raises(ValueError, match=r"other settings \(.*trials"):
         search(TrainConfig(**BASE), out, weights=(1, 2), spikes=(1, 2), trials=9,
                max_s_ace="2/1/1", resume=True)  # fmt: skip
+
+
+def test_pruning_compares_only_with_trials_of_no_higher_s_ace(tmp_path: Path) -> None:
+    """The rule by hand (eta = 3): after epoch 1 a trial stops when it is outside the best
+    ceil((peers + 1) / 3) of the trials that reached epoch 1 at no higher S-ACE."""
+    from types import SimpleNamespace
+
+    from qsnn.sweep.search import Pruned, _pruner
+
+    board = _board(tmp_path, directions=("maximize", "minimize"))
+    create = optuna.trial.create_trial
+    for val, s_ace in [(0.9, 10.0), (0.8, 9.0), (0.5, 5.0), (0.95, 50.0)]:  # the last: costlier
+        board.study.add_trial(create(state=optuna.trial.TrialState.PRUNED,
+                                     user_attrs={"s_ace": s_ace, "qsnn_val_1": val}))  # fmt: skip
+    config = TrainConfig(**{**BASE, "epochs": 3})
+    me = SimpleNamespace(number=99)
+    # S-ACE 20: peers 0.9, 0.8, 0.5 (not the costlier 0.95); keep the best ceil(4 / 3) = 2.
+    with pytest.raises(Pruned, match="not in the best 1/3 of 4 trials"):
+        _pruner(board, me, 20.0, 3, config)({"epoch": 1, "val_acc": 0.6})  # 2 better: stop
+    _pruner(board, me, 20.0, 3, config)({"epoch": 1, "val_acc": 0.85})  # 1 better: go on
+    # S-ACE 60: the costlier 0.95 is a peer too; of 5 keep 2: 0.92 (1 better) goes on,
+    # 0.85 (0.9 and 0.95 better) stops.
+    _pruner(board, me, 60.0, 3, config)({"epoch": 1, "val_acc": 0.92})
+    with pytest.raises(Pruned, match="of 5 trials"):
+        _pruner(board, me, 60.0, 3, config)({"epoch": 1, "val_acc": 0.85})
+    _pruner(board, me, 5.0, 3, config)({"epoch": 1, "val_acc": 0.1})  # 1 peer < eta - 1: go on
+    _pruner(board, me, 20.0, 3, config)({"epoch": 3, "val_acc": 0.1})  # the last epoch: never
 
 
 def test_search_arguments_are_checked_before_any_training(tmp_path: Path) -> None:
