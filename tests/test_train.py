@@ -266,6 +266,8 @@ def test_run_directory_contents(reference_run: Path):
 
 
 # -- exact resume -------------------------------------------------------------------------------
+@pytest.mark.slow  # a real SIGKILLed CLI process (~12 s); in process, every run: a crash mid-step
+# (test_periodic_checkpoint_lets_a_killed_run_resume_mid_epoch) resumes to the same weights
 def test_sigkill_after_first_checkpoint_then_resume_matches(reference_run: Path, tmp_path: Path):
     run = tmp_path / "run"
     proc, log = qsnn_start("train", *RECIPE, "--out", str(run), cwd=tmp_path, log=tmp_path / "a")
@@ -291,6 +293,8 @@ def _checkpoint_step(run: Path) -> tuple[int, int]:
     return state["epoch"], state["step"]
 
 
+@pytest.mark.slow  # a real CLI process and SIGINT (~13 s); in process, every run: Ctrl-C at any
+# moment of a step and SIGTERM mid-step resume exactly (test_reliability_train, below)
 def test_sigint_mid_epoch_then_resume_matches(reference_run: Path, tmp_path: Path):
     run = tmp_path / "run"
     args = ["train", *RECIPE, "--out", str(run)]
