@@ -88,6 +88,8 @@ def test_tiny_sweep_writes_every_file(tmp_path: Path) -> None:
     assert "1/2/1" in report.table()
 
 
+@pytest.mark.slow  # a real sweep process killed mid-run (~15 s); finished runs are skipped and
+# settings keep runs apart in process in every suite (test_changed_settings_train_new_runs...)
 def test_killed_sweep_resumes_only_the_remaining_run(tmp_path: Path) -> None:
     out = tmp_path / "sw"
     cmd = [*QSNN, "sweep", "--allocations", "1/2/1,2/1/1", "--out", str(out), *_flags()]

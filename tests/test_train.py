@@ -830,6 +830,9 @@ def test_bad_neuron_or_model_option_is_one_error_line(flags, match, capsys) -> N
     assert __import__("re").search(match, line), line
 
 
+@pytest.mark.slow  # four real CLI processes (~20 s); in process, every run: --neuron parsing
+# (test_cli_train_flags), resume conflicts (test_reliability_train), steps kept across set_bits
+# (test_level_scale.test_allocation_change_keeps_trained_steps)
 def test_neuron_options_are_saved_and_honoured_on_resume(tmp_path: Path) -> None:
     run = tmp_path / "run"
     base = ["train", "--bits", "1/4/1", "--epochs", "1", "--batch-size", "64", "--lr", "3e-3",
