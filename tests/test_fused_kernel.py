@@ -93,3 +93,25 @@ def test_fused_restricted_add_equals_hand_rule(dtype: torch.dtype) -> None:
         assert out.dtype == dtype and out.stride() == a.stride()
         assert torch.equal(out.double(), expected)
         assert torch.equal(inside, levels <= 3)
+
+
+def test_a_new_variant_says_that_it_compiles(caplog) -> None:
+    """The first call of a kernel variant compiles for seconds; it says so, once, and how long
+    it took (issue 18: the first training steps are no longer silently slow)."""
+    import logging
+
+    from qsnn import _neuron_kernels as kernels
+
+    fresh = kernels.FusedKernels()  # a cache of its own: this variant is new to it
+    x = torch.randn(2, 3, 4, dtype=torch.float64)
+    theta = torch.tensor(0.5, dtype=torch.float64)
+    args = (x, x, theta, 3, torch.float64)
+    with caplog.at_level(logging.INFO, logger="qsnn._neuron_kernels"):
+        first = fresh("restricted_add", args, required=True)
+        again = fresh("restricted_add", args, required=True)
+    text = [r.getMessage() for r in caplog.records]
+    assert sum("compiling the fused restricted_add neuron kernel" in t for t in text) == 1
+    assert (
+        sum(t.startswith("compiled the fused restricted_add neuron kernel in") for t in text) == 1
+    )
+    assert torch.equal(first[0], again[0])

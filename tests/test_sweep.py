@@ -22,13 +22,35 @@ from qsnn.train import TrainConfig
 pytest.importorskip("sklearn")  # the embedded digits dataset
 
 QSNN = [sys.executable, "-m", "qsnn.cli"]
-TINY = dict(model="small_convnet", dataset="digits", epochs=1, batch_size=64, lr=2e-3,
-            precision="fp32", progress=False, profile_batches=1, threads=1)
+TINY = dict(
+    model="small_convnet",
+    dataset="digits",
+    epochs=1,
+    batch_size=64,
+    lr=2e-3,
+    precision="fp32",
+    progress=False,
+    profile_batches=1,
+    threads=1,
+)
 
 
 def _flags() -> list[str]:
-    return ["--model", "small_convnet", "--dataset", "digits", "--epochs", "1",
-            "--batch-size", "64", "--precision", "fp32", "--threads", "1", "--no-progress"]
+    return [
+        "--model",
+        "small_convnet",
+        "--dataset",
+        "digits",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "64",
+        "--precision",
+        "fp32",
+        "--threads",
+        "1",
+        "--no-progress",
+    ]
 
 
 def test_plan_orders_cheapest_first_and_covers_the_budget() -> None:
@@ -46,8 +68,9 @@ def test_impossible_budget_is_a_clear_error() -> None:
         plan_sweep(4, explicit=["1/1/2"])
     with pytest.raises(ValueError, match="b_w"):
         plan_sweep(8, weights=[16])  # 16/1/1 has budget 16, not 8
-    proc = subprocess.run([*QSNN, "sweep", "--budget", "13", "--dry-run"], capture_output=True,
-                          text=True)
+    proc = subprocess.run(
+        [*QSNN, "sweep", "--budget", "13", "--dry-run"], capture_output=True, text=True
+    )
     assert proc.returncode == 2
     assert "budget 13" in proc.stderr and "Traceback" not in proc.stderr
 
@@ -57,8 +80,9 @@ def test_dry_run_s_ace_equals_profile() -> None:
     plan = [Bits.parse("1/4/1"), Bits.parse("2/1/2")]
     rows = dry_run(base, plan)
     for row, bits in zip(rows, plan, strict=True):
-        model = create_model("small_convnet", bits=str(bits), num_classes=10, in_channels=1,
-                             img_size=8)
+        model = create_model(
+            "small_convnet", bits=str(bits), num_classes=10, in_channels=1, img_size=8
+        )
         expected = profile(model, torch.rand(3, 1, 8, 8)).s_ace
         assert row["s_ace"] == expected
         assert row["bits"] == str(bits)
@@ -70,16 +94,34 @@ def test_tiny_sweep_writes_every_file(tmp_path: Path) -> None:
     results = sweep(base, plan, tmp_path, seeds=1)
     assert len(results) == 2
     report = build_report(tmp_path)
-    for name in ("sweep.json", "results.csv", "results.jsonl", "report.md", "report.html",
-                 "accuracy_vs_sace.png", "allocation.png", "firing_rates.png"):
+    for name in (
+        "sweep.json",
+        "results.csv",
+        "results.jsonl",
+        "report.md",
+        "report.html",
+        "accuracy_vs_sace.png",
+        "allocation.png",
+        "firing_rates.png",
+    ):
         assert (tmp_path / name).is_file(), name
         assert (tmp_path / name).stat().st_size > 0, name
     lines = (tmp_path / "results.jsonl").read_text().splitlines()
     assert sorted(json.loads(line)["bits"] for line in lines) == ["1/2/1", "2/1/1"]
     header = (tmp_path / "results.csv").read_text().splitlines()[0].split(",")
-    for column in ("bits", "params", "params_16", "s_ace", "ns_ace", "sops",
-                   "energy_conventional_uj", "energy_bits_uj", "test_acc_best",
-                   "test_acc_last", "wall_time_s"):
+    for column in (
+        "bits",
+        "params",
+        "params_16",
+        "s_ace",
+        "ns_ace",
+        "sops",
+        "energy_conventional_uj",
+        "energy_bits_uj",
+        "test_acc_best",
+        "test_acc_last",
+        "wall_time_s",
+    ):
         assert column in header
     md = (tmp_path / "report.md").read_text()
     assert "Best allocation" in md and "1/2/1" in md and "2/1/1" in md
@@ -99,8 +141,10 @@ def test_killed_sweep_resumes_only_the_remaining_run(tmp_path: Path) -> None:
     assert [str(b) for b in plan_sweep(explicit=["1/2/1", "2/1/1"])] == ["2/1/1", "1/2/1"]
     runs = out / "runs"  # run directories: <w>-<s>-<t>-seed<k>-<settings key>
     deadline = time.monotonic() + 240
-    while not list(runs.glob("2-1-1-seed0-*/result.json")) and proc.poll() is None and (
-        time.monotonic() < deadline
+    while (
+        not list(runs.glob("2-1-1-seed0-*/result.json"))
+        and proc.poll() is None
+        and (time.monotonic() < deadline)
     ):
         time.sleep(0.05)
     assert list(runs.glob("2-1-1-seed0-*/result.json")), "the first run never finished"
@@ -262,8 +306,22 @@ def test_a_torchrun_sweep_trains_every_run_on_every_rank_and_reports_once(tmp_pa
     writes sweep.json, the runs' files and the report."""
     torchrun = Path(sys.executable).parent / "torchrun"
     out = tmp_path / "sw"
-    cmd = [str(torchrun), "--standalone", "--nproc-per-node", "2", "-m", "qsnn.cli", "sweep",
-           "--allocations", "1/2/1,2/1/1", "--out", str(out), "--device", "cpu", *_flags()]
+    cmd = [
+        str(torchrun),
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        "-m",
+        "qsnn.cli",
+        "sweep",
+        "--allocations",
+        "1/2/1,2/1/1",
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+        *_flags(),
+    ]
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE")}
     env.update(PYTHONUNBUFFERED="1", TORCHDYNAMO_DISABLE="1", OMP_NUM_THREADS="1")
     done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True,
@@ -276,3 +334,25 @@ def test_a_torchrun_sweep_trains_every_run_on_every_rank_and_reports_once(tmp_pa
         assert len((run / "metrics.jsonl").read_text().splitlines()) == 1
     assert done.stdout.count("report: ") == 1  # rank 0 alone reports
     assert "back to it later" not in done.stderr
+
+
+def test_sweep_progress_says_runs_done_and_time_left(caplog) -> None:
+    """Issue 18: a sweep logs 'k of N runs done' with the elapsed and estimated time left
+    (mean time per run so far times the runs left) after every run it trained."""
+    import logging
+
+    from qsnn.sweep.runner import _eta, _until_done
+
+    assert _eta(30, 1, 4) == "30 s elapsed, about 2 min left"  # 30 s per run, 3 left: 90 s
+    assert _eta(720, 2, 6) == "12 min elapsed, about 24 min left"
+    assert _eta(100, 3, 3) == "2 min elapsed"
+
+    def attempt(i: int):
+        if i == 0:
+            time.sleep(1.05)  # "trained"; run 1 is found finished (no line for it)
+        return {"run": i}
+
+    with caplog.at_level(logging.INFO, logger="qsnn.sweep.runner"):
+        assert _until_done(2, attempt, poll_s=0.01) == [{"run": 0}, {"run": 1}]
+    lines = [r.getMessage() for r in caplog.records if "runs done" in r.getMessage()]
+    assert len(lines) == 1 and lines[0].startswith("sweep: 1 of 2 runs done, 1 s elapsed, about")

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 
 import torch
 from torch import Tensor
@@ -212,6 +213,10 @@ class FusedKernels:
             self.compiled[name] = torch.compile(_KERNELS[name], dynamic=True)
         if key in self.ready:
             return self.compiled[name](*args)
+        # A new variant compiles now: the first training steps take seconds, not milliseconds.
+        log.info("compiling the fused %s neuron kernel for %s (once per process and variant; "
+                 "the first steps are slow meanwhile)", name, _describe(key[1:]))  # fmt: skip
+        started = time.perf_counter()
         try:
             # The limit only matters while a new graph is made: raise it for this call only.
             with torch._dynamo.config.patch(recompile_limit=_FUSED_VARIANTS):
@@ -224,7 +229,14 @@ class FusedKernels:
                         name, key[1:], self.failed[key])
             return _KERNELS[name](*args)
         self.ready.add(key)
+        log.info("compiled the fused %s neuron kernel in %.1f s", name,
+                 time.perf_counter() - started)  # fmt: skip
         return out
+
+
+def _describe(variant: tuple) -> str:
+    """The dtypes and constants of a kernel variant, short (``float32, 4, hard, ...``)."""
+    return ", ".join(str(v).removeprefix("torch.") for v in variant)
 
 
 #: The process's compiled-kernel cache (compiling is per process; the cache holds no setting).

@@ -277,14 +277,19 @@ def _until_done(
     has it now; looked at again every ``poll_s`` seconds once nothing else is left)."""
     results: dict[int, dict[str, Any]] = {}
     pending = list(range(n))
+    started = time.monotonic()
     while pending:
         busy = []
         for i in pending:
+            before = time.monotonic()
             got = attempt(i)
             if got is None:
                 busy.append(i)
-            else:
-                results[i] = got
+                continue
+            results[i] = got
+            if time.monotonic() - before > 1.0:  # trained here, not found finished
+                log.info("sweep: %d of %d runs done, %s", len(results), n,
+                         _eta(time.monotonic() - started, len(results), n))  # fmt: skip
         pending = busy
         if pending:  # another worker trains these: wait until they finish or it dies
             time.sleep(poll_s)
@@ -295,3 +300,14 @@ def _value(result: dict[str, Any]) -> float:
     """A finished run's trial value: its selection accuracy (validation, else test)."""
     value = result.get("val_acc_best")
     return float(value if value is not None else result["test_acc_best"])
+
+
+def _eta(elapsed: float, done: int, total: int) -> str:
+    """``12 min elapsed, about 30 min left`` (the mean time per run so far, times the runs left;
+    rough when run costs differ, as they do across allocations)."""
+
+    def fmt(seconds: float) -> str:
+        return f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f} s"
+
+    left = elapsed / max(1, done) * (total - done)
+    return f"{fmt(elapsed)} elapsed" + (f", about {fmt(left)} left" if total > done else "")
