@@ -13,7 +13,9 @@ on spike-exact samples.
 
 from __future__ import annotations
 
+import logging
 import os
+import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -21,10 +23,13 @@ import torch
 import torch.nn as nn
 
 from ..data import TensorData
+from ..metrics.tracker import PROGRESS_EVERY
 from ..models.layers import SEWAdd
 from ..neurons import SpikeNeuron
 from .convert import convert
 from .program import AddLayer, IntegerProgram, SpikingLayer
+
+log = logging.getLogger(__name__)
 
 __all__ = ["VerifyReport", "verify", "verify_run"]
 
@@ -110,9 +115,17 @@ def verify(
     agree = correct_f = correct_i = exact = mismatches = 0
     max_err = max_err_exact = max_tol = 0.0
     within = True
+    kind = "bit-serially" if bitserial else "densely"
+    log.info("verify: %d samples through the float model and, %s, the integer program", n, kind)
+    started = reported = time.monotonic()
     try:
         with torch.no_grad():
             for start in range(0, n, batch_size):
+                now = time.monotonic()
+                if start and now - reported >= PROGRESS_EVERY:
+                    reported = now
+                    log.info("verify: %d of %d samples, predictions agree on %.2f%% so far, "
+                             "%.0f s", start, n, 100 * agree / start, now - started)  # fmt: skip
                 raw = data.inputs[start:start + batch_size][: n - start].cpu()
                 labels = data.labels[start:start + len(raw)].cpu()
                 x = data.to_float(raw.to(device))
