@@ -386,7 +386,7 @@ class OpTracker(TorchDispatchMode):
         info = self.get(output)
         if info.max_level is not None or info.param or info.raw or next(module.children(), None):
             return info
-        if isinstance(module, _WEIGHT_LAYERS) or hasattr(module, "weight"):
+        if hasattr(module, "weight"):
             return info  # a layer's output current, not spikes
         found = infer_levels(output, allow_signed=True)
         if found is None:

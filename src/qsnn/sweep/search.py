@@ -224,6 +224,11 @@ def _resolve_limit(
     return trial_cost(replace(base, bits=str(ref)), data).s_ace
 
 
+def _within(s_ace: float, limit: float) -> bool:
+    """``s_ace <= limit``, up to float rounding (a uniform limit's own S-ACE is within it)."""
+    return s_ace <= limit * (1 + 1e-9)
+
+
 def _objective_values(names: Sequence[str], result: Mapping[str, Any], cost: TrialCost) -> list:
     values = []
     for name in names:
@@ -270,7 +275,7 @@ def search(
     """Run (or join) a search into ``out_dir``; returns the Pareto front (see the module
     docstring). ``resume=True`` continues the search ``out_dir`` holds; ``eta=None`` trains
     every trial fully."""
-    from ..train.engine import load_data
+    from ..train.engine import build_model, load_data
 
     optuna = require_optuna()  # before any work: a missing extra is the first thing to say
     objectives = tuple(objectives)
@@ -290,8 +295,6 @@ def search(
         raise ValueError("a search chooses by validation accuracy: --val-size must not be 0")
     out = Path(out_dir)
     data = load_data(base)
-    from ..train.engine import build_model
-
     torch.manual_seed(base.seed)
     space = search_space(base, weights, spikes, model=build_model(base, data.train))
     limit = _resolve_limit(max_s_ace, base, space, data)
@@ -337,7 +340,7 @@ def search(
         }
         for name, value in attrs.items():
             trial.set_user_attr(name, value)
-        if limit is not None and cost.s_ace > limit * (1 + 1e-9):
+        if limit is not None and not _within(cost.s_ace, limit):
             trial.set_user_attr("qsnn_infeasible", f"S-ACE {cost.s_ace:.6g} > {limit:.6g}")
             board.study.tell(trial, state=optuna.trial.TrialState.FAIL)
             infeasible += 1
@@ -373,8 +376,9 @@ def _check_out(out: Path, settings: dict[str, Any], resume: bool) -> None:
                 f"{out} already holds a search; pass --resume to continue or join "
                 "it, or choose another --out"
             )
-        if json.loads(json.dumps(old)) != json.loads(json.dumps(settings)):
-            diff = sorted(k for k in settings if old.get(k) != json.loads(json.dumps(settings[k])))
+        fresh = json.loads(json.dumps(settings))  # as it would read back from the file
+        if old != fresh:
+            diff = sorted(k for k in fresh if old.get(k) != fresh[k])
             raise ValueError(
                 f"{out} holds a search with other settings ({', '.join(diff)}); "
                 "choose another --out"
@@ -402,18 +406,22 @@ def _enqueue_uniform(
         config = space.config(
             base, dict.fromkeys(space.weight_layers, w), dict.fromkeys(space.neuron_layers, s)
         )
-        if limit is not None and trial_cost(config, data).s_ace > limit * (1 + 1e-9):
+        if limit is not None and not _within(trial_cost(config, data).s_ace, limit):
             continue
         board.study.enqueue_trial(params, skip_if_exists=False)
 
 
+def _trials(board: JobBoard, *states: str) -> list[Any]:
+    """The study's trials in ``states`` (names), without the ones that only repeat another
+    trial's result (``qsnn_same_as``: the sampler proposed settings already trained)."""
+    wanted = tuple(getattr(board.optuna.trial.TrialState, name) for name in states)
+    trials = board.study.get_trials(deepcopy=False, states=wanted)
+    return [t for t in trials if "qsnn_same_as" not in t.user_attrs]
+
+
 def _counted(board: JobBoard) -> int:
     """Trials that count towards ``trials``: trained, pruned or being trained."""
-    state = board.optuna.trial.TrialState
-    trials = board.study.get_trials(
-        deepcopy=False, states=(state.COMPLETE, state.PRUNED, state.RUNNING)
-    )
-    return sum(1 for t in trials if "qsnn_same_as" not in t.user_attrs)
+    return len(_trials(board, "COMPLETE", "PRUNED", "RUNNING"))
 
 
 def _train_trial(
@@ -461,7 +469,6 @@ def _train_trial(
 
 def _pruner(board: JobBoard, trial: Any, s_ace: float, eta: int, config: TrainConfig):
     """The epoch callback that stops ``trial`` (see the module docstring)."""
-    state = board.optuna.trial.TrialState
 
     def check(row: dict[str, Any]) -> None:
         epoch, mine = row["epoch"], row.get("val_acc")
@@ -469,12 +476,10 @@ def _pruner(board: JobBoard, trial: Any, s_ace: float, eta: int, config: TrainCo
             return
         peers = [
             t.user_attrs[f"qsnn_val_{epoch}"]
-            for t in board.study.get_trials(
-                deepcopy=False, states=(state.COMPLETE, state.PRUNED, state.RUNNING)
-            )
+            for t in _trials(board, "COMPLETE", "PRUNED", "RUNNING")
             if t.number != trial.number
             and t.user_attrs.get(f"qsnn_val_{epoch}") is not None
-            and t.user_attrs.get("s_ace", math.inf) <= s_ace * (1 + 1e-9)
+            and _within(t.user_attrs.get("s_ace", math.inf), s_ace)
         ]
         if len(peers) < eta - 1:
             return
@@ -490,18 +495,13 @@ def _pruner(board: JobBoard, trial: Any, s_ace: float, eta: int, config: TrainCo
     return check
 
 
-def _finished(board: JobBoard) -> list[Any]:
-    state = board.optuna.trial.TrialState
-    return [
-        t
-        for t in board.study.get_trials(deepcopy=False, states=(state.COMPLETE,))
-        if "qsnn_same_as" not in t.user_attrs
-    ]
-
-
 def pareto_front(board: JobBoard, objectives: Sequence[str]) -> list[dict[str, Any]]:
     """The finished trials no other finished trial dominates, as rows (cheapest first)."""
-    rows = [_row(t, objectives) for t in _finished(board)]
+    return _front([_row(t, objectives) for t in _trials(board, "COMPLETE")], objectives)
+
+
+def _front(rows: list[dict[str, Any]], objectives: Sequence[str]) -> list[dict[str, Any]]:
+    """The rows no other row dominates, cheapest first."""
     sign = [1 if OBJECTIVES[o] == "maximize" else -1 for o in objectives]
 
     def dominates(a: dict, b: dict) -> bool:
@@ -531,7 +531,8 @@ def _row(t: Any, objectives: Sequence[str]) -> dict[str, Any]:
 
 
 def _summary(overrides: Mapping[str, Any]) -> str:
-    """``w 1,2,1,4; s 4,4,2,2``: per-layer widths in layer order (searched layers only)."""
+    """``w 1,2,1,4,16; s 4,4,2,2``: the overridden widths in override order (the searched
+    layers first, then the base's own overrides such as a float head)."""
     ws = [str(v) for v in overrides.values() if isinstance(v, int)]
     ss = [str(v["s"]) for v in overrides.values() if isinstance(v, dict) and "s" in v]
     return "w " + ",".join(ws) + ("; s " + ",".join(ss) if ss else "")
@@ -541,16 +542,13 @@ def write_search_report(
     out: Path, board: JobBoard, objectives: Sequence[str], settings: Mapping[str, Any]
 ) -> list[Path]:
     """``trials.csv``, ``pareto.md``, ``pareto.json`` and (with matplotlib) ``pareto.png``."""
-    state = board.optuna.trial.TrialState
     every = board.study.get_trials(deepcopy=False)
-    trained = [
-        t
-        for t in every
-        if t.state in (state.COMPLETE, state.PRUNED) and "qsnn_same_as" not in t.user_attrs
-    ]
+    trained = _trials(board, "COMPLETE", "PRUNED")
+    pruned = sum(t.state.name == "PRUNED" for t in trained)
     epochs = int(settings["base"]["epochs"])
     spent = sum(int(t.user_attrs.get("qsnn_epochs", epochs)) for t in trained)
-    front = pareto_front(board, objectives)
+    rows = [_row(t, objectives) for t in trained if t.state.name == "COMPLETE"]
+    front = _front(rows, objectives)
     paths = [out / "trials.csv", out / "pareto.md", out / "pareto.json"]
     fields = [
         "trial",
@@ -609,7 +607,7 @@ def write_search_report(
         f"Objectives: {', '.join(objectives)}; S-ACE limit: "
         + (f"{settings['max_s_ace']:.6g}" if settings.get("max_s_ace") else "none")
         + f"; sampler {settings['sampler']}; pruning eta = {settings['eta']}.",
-        f"Trials trained: {len(trained)} ({sum(t.state == state.PRUNED for t in trained)} pruned), "
+        f"Trials trained: {len(trained)} ({pruned} pruned), "
         f"{spent} epochs in all, against {len(trained) * epochs} had each been trained fully and "
         f"{grid * epochs:,} for the full grid of {grid:,} allocations. Infeasible proposals "
         f"(not trained): {sum('qsnn_infeasible' in t.user_attrs for t in every)}.",
@@ -623,10 +621,7 @@ def write_search_report(
             f"| {r['trial']} | {alloc} | {_summary(r['layers'])} | {100 * r['val_acc']:.2f} | "
             f"{100 * r['test_acc']:.2f} | {r['s_ace'] / 1e6:.3f} | {r['params_16'] / 1e3:.1f} |"
         )
-    uniform = sorted(
-        (_row(t, objectives) for t in _finished(board) if t.user_attrs.get("uniform")),
-        key=lambda r: r["s_ace"],
-    )
+    uniform = sorted((r for r in rows if r["uniform"]), key=lambda r: r["s_ace"])
     if uniform:
         lines += ["", "Uniform allocations trained:", ""]
         lines += [
@@ -636,7 +631,7 @@ def write_search_report(
         ]
     write_text_atomic(paths[1], "\n".join(lines) + "\n")
     write_json_atomic(paths[2], {"objectives": list(objectives), "front": front})
-    figure = _figure(out / "pareto.png", [_row(t, objectives) for t in _finished(board)], front)
+    figure = _figure(out / "pareto.png", rows, front)
     return paths + ([figure] if figure else [])
 
 
