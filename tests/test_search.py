@@ -450,3 +450,19 @@ def test_cli_search_prints_the_front(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "Pareto front (1 trials" in proc.stdout and "uniform 1/2/1" in proc.stdout
     assert (tmp_path / "s" / "pareto.md").is_file()
+
+
+def test_a_worker_with_other_threads_joins_the_same_search(tiny_search) -> None:
+    """Fields that do not shape a run (threads, progress, device, data root) may differ
+    between the workers of one search: ``--workers N`` gives each its share of the cores."""
+    out, front = tiny_search
+    joined = search(
+        TrainConfig(**{**BASE, "threads": 2, "progress": True}),
+        out,
+        weights=(1, 2),
+        spikes=(1, 2),
+        trials=4,
+        max_s_ace="2/1/1",
+        resume=True,
+    )
+    assert [r["trial"] for r in joined] == [r["trial"] for r in front]

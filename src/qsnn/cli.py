@@ -393,7 +393,7 @@ def _start_workers(args: argparse.Namespace, base, out: str, extra: list[str],
 
 
 def _cmd_search(args: argparse.Namespace) -> int:
-    from .sweep.search import search
+    from .sweep.search import refuse_unless_resumed, search
 
     _setup_logging()
     base = _train_config(args)
@@ -410,16 +410,13 @@ def _cmd_search(args: argparse.Namespace) -> int:
         storage=args.storage,
         study=args.study,
     )
+    sampler_seed = base.seed if args.sampler_seed is None else args.sampler_seed
     if args.workers > 1:
-        if os.path.exists(os.path.join(out, "search.json")) and not args.resume:
-            raise ValueError(f"{out} already holds a search; pass --resume to continue or join "
-                             "it, or choose another --out")  # fmt: skip
-        seed = base.seed if args.sampler_seed is None else args.sampler_seed
+        refuse_unless_resumed(out, args.resume)  # the workers themselves all join (--resume)
         # The first worker writes search.json, the others join it; distinct sampler seeds, so
         # that they do not propose the same trials.
-        seeds = [["--sampler-seed", str(seed + i)] for i in range(args.workers)]
+        seeds = [["--sampler-seed", str(sampler_seed + i)] for i in range(args.workers)]
         _start_workers(args, base, out, ["--resume"], seeds)
-    sampler_seed = base.seed if args.sampler_seed is None else args.sampler_seed
     front = search(base, out, **options, sampler_seed=sampler_seed,
                    resume=args.resume or args.workers > 1)  # fmt: skip
     print(f"Pareto front ({len(front)} trials; objectives {args.objectives}):")

@@ -52,7 +52,7 @@ from ..bitwidth import BitsPolicy, DeclaresWeightBits
 from ..io import read_json_object, write_atomic, write_json_atomic, write_text_atomic
 from ..neurons import SpikeNeuron
 from ..train import TrainConfig
-from ..train.config import settings_key
+from ..train.config import RESUMABLE_FIELDS, settings_key
 from ..train.engine import CHECKPOINT
 from .study import KEY_ATTR, RESULT_ATTR, Claim, JobBoard, default_storage, require_optuna
 
@@ -252,7 +252,11 @@ def _study_name(base: TrainConfig, space: SearchSpace, objectives: Sequence[str]
 
 
 def _settings(base: TrainConfig, space: SearchSpace, **extra: Any) -> dict[str, Any]:
-    return {"base": base.to_dict(), "space": asdict(space), **extra}
+    """What ``search.json`` holds and a joining worker must match: the base settings without
+    the fields that do not shape a run (``RESUMABLE_FIELDS``: threads, device, data root...),
+    so workers with their share of the cores, or on other machines, join the same search."""
+    shaping = {k: v for k, v in base.to_dict().items() if k not in RESUMABLE_FIELDS}
+    return {"base": shaping, "space": asdict(space), **extra}
 
 
 def search(
@@ -367,15 +371,20 @@ def search(
     return front
 
 
+def refuse_unless_resumed(out: str | os.PathLike, resume: bool) -> None:
+    """A ``ValueError`` when ``out`` already holds a search and ``resume`` is not set."""
+    if not resume and (Path(out) / "search.json").exists():
+        raise ValueError(
+            f"{out} already holds a search; pass --resume to continue or join "
+            "it, or choose another --out"
+        )
+
+
 def _check_out(out: Path, settings: dict[str, Any], resume: bool) -> None:
     path = out / "search.json"
+    refuse_unless_resumed(out, resume)
     if path.exists():
         old = read_json_object(path, "a search's settings")
-        if not resume:
-            raise ValueError(
-                f"{out} already holds a search; pass --resume to continue or join "
-                "it, or choose another --out"
-            )
         fresh = json.loads(json.dumps(settings))  # as it would read back from the file
         if old != fresh:
             diff = sorted(k for k in fresh if old.get(k) != fresh[k])
