@@ -61,6 +61,34 @@ def test_plan_orders_cheapest_first_and_covers_the_budget() -> None:
     assert [str(b) for b in plan_sweep(4, weights=[1])] == ["1/4/1", "1/2/2", "1/1/4"]
 
 
+def test_plan_covers_several_budgets_at_once() -> None:
+    # Budgets 1, 2 and 4 at b_w = 1, by hand: 1/1/1; 1/2/1, 1/1/2; 1/4/1, 1/2/2, 1/1/4.
+    plan = plan_sweep([4, 1, 2], weights=[1])
+    assert {str(b) for b in plan} == {"1/1/1", "1/2/1", "1/1/2", "1/4/1", "1/2/2", "1/1/4"}
+    assert [b.t for b in plan] == sorted(b.t for b in plan)
+    assert plan_sweep([2], explicit=["2/1/1", "1/2/1", "1/1/2"]) == plan_sweep(2, weights=[1, 2])
+    with pytest.raises(ValueError, match="budget 1,2"):
+        plan_sweep([1, 2], explicit=["1/2/2"])
+    with pytest.raises(ValueError, match="duplicates"):
+        plan_sweep([2, 2])
+
+
+def test_cli_budget_list_and_range_dry_run() -> None:
+    # 1-8 keeps the budgets with a power-of-two allocation: 1, 2, 4, 8 (3, 5, 6, 7 have none).
+    listed = subprocess.run(
+        [*QSNN, "sweep", "--model", "small_convnet", "--dataset", "digits", "--budget", "1-8",
+         "--weights", "1", "--dry-run"], capture_output=True, text=True,
+    )  # fmt: skip
+    assert listed.returncode == 0, listed.stderr
+    budgets = [line.split()[1] for line in listed.stdout.splitlines()[2:]]
+    assert sorted(int(b) for b in budgets) == [1, 2, 2, 4, 4, 4, 8, 8, 8, 8]
+    for bad in ("3-3", "4-2", "1,1", "1-x"):
+        proc = subprocess.run([*QSNN, "sweep", "--budget", bad, "--dry-run"],
+                              capture_output=True, text=True)  # fmt: skip
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, (bad, proc.stderr)
+        assert "--budget" in proc.stderr
+
+
 def test_impossible_budget_is_a_clear_error() -> None:
     with pytest.raises(ValueError, match="budget 7"):
         plan_sweep(7)  # prime > 2 with b_w, b_s, T powers of two

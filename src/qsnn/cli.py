@@ -79,6 +79,40 @@ def _int_list(text: str) -> list[int]:
     return values
 
 
+def _budget_list(text: str) -> list[int]:
+    """``--budget`` of ``qsnn sweep``: one budget (``4``), a list (``1,2,4,8``) or a range
+    (``1-8``: every budget in it that has an allocation on the power-of-two grid)."""
+    from .allocation import allocations
+
+    bad = argparse.ArgumentTypeError(
+        f"expected a budget such as 4, a list such as 1,2,4,8 or a range such as 1-8; got {text!r}"
+    )
+    if "-" in text:
+        try:
+            low, high = (int(v) for v in text.split("-"))
+        except ValueError:
+            raise bad from None
+        if low < 1 or high < low:
+            raise argparse.ArgumentTypeError(f"the range must be 1 <= low <= high; got {text!r}")
+
+        def has_allocation(budget: int) -> bool:
+            try:
+                return bool(allocations(budget))
+            except ValueError:
+                return False
+
+        found = [b for b in range(low, high + 1) if has_allocation(b)]
+        if not found:
+            raise argparse.ArgumentTypeError(
+                f"no budget in {text} has an allocation with b_w, b_s and T powers of two"
+            )
+        return found
+    values = _int_list(text)
+    if len(set(values)) != len(values):
+        raise argparse.ArgumentTypeError(f"the budget list has duplicates: {text!r}")
+    return values
+
+
 def _writable_dir(path: str, flag: str) -> None:
     """Fail now, before data is loaded or a model built, if ``path`` cannot be a directory that
     qsnn writes into: creates it (as the command would) and writes and removes a probe file."""
@@ -345,7 +379,8 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
                 f"{row['s_ace'] / 1e9:10.4f}"
             )
         return 0
-    out = args.out or f"runs/sweep-{base.model}-{base.dataset}-b{args.budget or 'list'}"
+    budgets = "-".join(str(b) for b in args.budget or []) or "list"
+    out = args.out or f"runs/sweep-{base.model}-{base.dataset}-b{budgets}"
     _writable_dir(out, "--out")
     if args.workers > 1:
         _sweep_workers(args, base, out)
@@ -638,7 +673,10 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("sweep", help="train every allocation of a bit budget and report")
-    p.add_argument("--budget", type=_count(1), help="bit budget T*b_w*b_s")
+    p.add_argument(
+        "--budget", type=_budget_list,
+        help="bit budget T*b_w*b_s; several (1,2,4,8) or a range (1-8) sweep every budget in it",
+    )
     p.add_argument("--weights", type=_int_list, help="only these b_w, comma-separated (e.g. 1,2,4)")
     p.add_argument("--allocations", help="explicit list, e.g. 4/4/1,1/1/16")
     p.add_argument("--any", action="store_true", help="allow fields that are not powers of two")

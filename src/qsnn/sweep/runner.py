@@ -61,7 +61,7 @@ def run_dir_for(runs: Path, config: TrainConfig) -> Path:
 
 
 def plan_sweep(
-    budget: int | None = None,
+    budget: int | Sequence[int] | None = None,
     *,
     weights: Sequence[int] | None = None,
     explicit: Sequence[str | Bits] | None = None,
@@ -69,32 +69,50 @@ def plan_sweep(
 ) -> list[Bits]:
     """The allocations of a sweep, cheapest first (fewest time steps, then fewest spike bits).
 
-    Either every allocation of ``budget`` (optionally only ``b_w`` in ``weights``) or the
+    Either every allocation of ``budget`` (one budget or several, e.g. ``[1, 2, 4, 8]``, so that
+    one sweep and one Fig. 4 cover them all; optionally only ``b_w`` in ``weights``) or the
     ``explicit`` list. Training cost grows with ``T`` (the layers run ``T`` times), so runs
     are ordered by ``(T, b_s, b_w)``.
     """
+    budgets = _budgets(budget)
     if explicit:
         plan = [Bits.parse(b) for b in explicit]
-        if budget is not None:
-            off = [str(b) for b in plan if b.budget != budget]
+        if budgets:
+            off = [str(b) for b in plan if b.budget not in budgets]
             if off:
-                raise ValueError(f"allocations {off} do not have budget {budget}")
+                raise ValueError(f"allocations {off} do not have budget {_join(budgets)}")
     else:
-        if budget is None:
+        if not budgets:
             raise ValueError("give --budget or --allocations")
-        plan = allocations(budget, powers_of_two=powers_of_two)
-        if weights:
-            wanted = {min(int(w), 16) for w in weights}
-            plan = [b for b in plan if b.w_eff in wanted]
-            if not plan:
-                raise ValueError(
-                    f"no allocation of budget {budget} has b_w in {sorted(wanted)}; "
-                    f"the budget's allocations are "
-                    f"{[str(b) for b in allocations(budget, powers_of_two=powers_of_two)]}"
-                )
+        plan = []
+        for one in budgets:
+            found = allocations(one, powers_of_two=powers_of_two)  # raises when there is none
+            if weights:
+                wanted = {min(int(w), 16) for w in weights}
+                found = [b for b in found if b.w_eff in wanted]
+                if not found:
+                    raise ValueError(
+                        f"no allocation of budget {one} has b_w in {sorted(wanted)}; the "
+                        f"budget's allocations are "
+                        f"{[str(b) for b in allocations(one, powers_of_two=powers_of_two)]}"
+                    )
+            plan += found
     if len(set(plan)) != len(plan):
         raise ValueError("the allocation list has duplicates")
     return sorted(plan, key=lambda b: (b.t, b.s, b.w_eff))
+
+
+def _budgets(budget: int | Sequence[int] | None) -> list[int]:
+    if budget is None:
+        return []
+    values = [int(budget)] if isinstance(budget, int) else [int(b) for b in budget]
+    if len(set(values)) != len(values):
+        raise ValueError(f"budget list {values} has duplicates")
+    return sorted(values)
+
+
+def _join(budgets: Sequence[int]) -> str:
+    return ",".join(str(b) for b in budgets)
 
 
 def dry_run(base: TrainConfig, plan: Sequence[Bits], *, batch: int = 2) -> list[dict[str, Any]]:
