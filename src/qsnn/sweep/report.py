@@ -1,11 +1,11 @@
 """The sweep report: ``results.csv``/``.jsonl``, a Table-2-style table, figures, ``report.md``
-and a self-contained ``report.html``. ``qsnn report DIR`` rebuilds it from finished runs.
+and a self-contained ``report.html``. ``qsnn report DIR`` rebuilds it from finished runs (or,
+when the run directories are gone, from the directory's ``results.jsonl``).
 
-Figures (need the ``plots`` extra, matplotlib):
-- ``accuracy_vs_sace.png``: test accuracy vs S-ACE (log axis), bubble area ~ params_16 (Fig. 4);
-- ``allocation.png``: accuracy of each split of the budget between ``b_s`` and ``T``, one line
-  per ``b_w`` (Fig. 5);
-- ``firing_rates.png``: input firing rate of every layer, one line per allocation (Fig. 6).
+The figures (:mod:`qsnn.sweep.figures`; the ``plots`` extra, matplotlib) are written as PDF
+and 200-dpi PNG: Fig. 4 accuracy vs S-ACE, Fig. 5 accuracy by split of the budget, Fig. 6
+firing rate per spiking layer. The page is rendered from ``templates/report.html.j2`` with
+jinja2 (the ``plots`` extra too); ``report.md`` is written without either.
 """
 
 from __future__ import annotations
@@ -16,18 +16,25 @@ import io
 import json
 import math
 import os
+import re
 import statistics
+import subprocess
 from collections import defaultdict
-from dataclasses import replace
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from ..allocation import Bits
 from ..io import read_json_object, write_text_atomic
 from ..train.config import RESUMABLE_FIELDS, TrainConfig, settings_key
+from .figures import FigureFile, write_figures
 
-__all__ = ["Report", "build_report", "collect_runs"]
+__all__ = ["Report", "build_report", "collect_runs", "rows_from_results"]
 
+#: Every figure stem the report may write; a stem not written this time is deleted, so a
+#: rebuilt report never shows a stale figure from an earlier build.
+_FIGURE_STEMS = ("accuracy_vs_sace", "allocation", "firing_rates")
 
 _RUN_FIELDS = (
     "bits",
@@ -56,12 +63,25 @@ _RUN_FIELDS = (
 )
 
 
+def _layer_rates(layers: list[dict[str, Any]]) -> tuple[list[tuple[str, float]], list[str]]:
+    """``(spiking layers' (name, input firing rate), names of layers reading the raw input)``.
+    Profiles mark the raw-input layer with ``spiking_input: false``; an older profile without
+    the mark has its first layer taken as raw input when its rate is exactly 1.0."""
+    spiking, raw = [], []
+    for i, layer in enumerate(layers):
+        flag = layer.get("spiking_input")
+        is_raw = (flag is False) or (flag is None and i == 0 and layer.get("fr") == 1.0)
+        (raw.append(layer["name"]) if is_raw else spiking.append((layer["name"], layer["fr"])))
+    return spiking, raw
+
+
 def _run_row(result: dict[str, Any]) -> dict[str, Any]:
     bits = Bits.parse(result["bits"])
     config = result.get("config")
     settings = TrainConfig.from_dict(config) if isinstance(config, dict) else None
     prof = result.get("profile") or {}
     totals = prof.get("totals", {})
+    rates, raw = _layer_rates(prof.get("layers", []))
     return {
         "bits": str(bits),
         "b_w": bits.w,
@@ -86,7 +106,13 @@ def _run_row(result: dict[str, Any]) -> dict[str, Any]:
         "wall_time_s": result.get("wall_time_s"),
         "train_images_per_s": result.get("train_images_per_s"),
         "fps": (result.get("hardware") or {}).get("fps"),
-        "_firing_rates": [(layer["name"], layer["fr"]) for layer in prof.get("layers", [])],
+        # In results.jsonl too, so a report rebuilt from it alone still has Figs. 6 and its
+        # header (CSV leaves these out).
+        "firing_rates": dict(rates),
+        "raw_input_layers": raw,
+        "environment": result.get("environment"),
+        "samples": result.get("samples"),
+        "_firing_rates": rates,
         "_settings": settings,
         "_key": settings_key(settings) if settings is not None else None,
     }
@@ -113,6 +139,28 @@ def collect_runs(sweep_dir: str | os.PathLike) -> list[dict[str, Any]]:
     return rows
 
 
+def rows_from_results(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """The per-run rows of an earlier report's ``results.jsonl`` (for a directory that holds
+    the report but not its runs, such as a report committed to the docs). Rows written before
+    the report kept firing rates have none (no Fig. 6)."""
+    rows = []
+    for n, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            bits = Bits.parse(row["bits"])
+        except (ValueError, KeyError, TypeError) as err:
+            raise ValueError(f"{path} line {n} is not a report row: {err!r}") from None
+        row.update(bits=str(bits), b_w=bits.w, b_s=bits.s, T=bits.t, budget=bits.budget)
+        row["_firing_rates"] = list((row.get("firing_rates") or {}).items())
+        row["_settings"], row["_key"] = None, None
+        rows.append(row)
+    if not rows:
+        raise ValueError(f"{path} holds no rows")
+    return rows
+
+
 def _mean_std(values: list[float]) -> tuple[float, float]:
     """Mean and sample standard deviation; the deviation is NaN (unmeasured) for one value."""
     values = [v for v in values if v is not None]
@@ -126,6 +174,15 @@ def _extreme(pick, values: list[float | None]) -> float:
     return pick(values) if values else math.nan
 
 
+@dataclass(frozen=True)
+class Column:
+    """One column of the results table: its header and how a summary row prints in it."""
+
+    header: str
+    cell: Any  # Callable[[dict], str]
+    numeric: bool = True
+
+
 class Report:
     """Per-run rows and per-allocation summaries of one sweep."""
 
@@ -134,11 +191,14 @@ class Report:
         rows: list[dict[str, Any]],
         settings: dict[str, Any] | None = None,
         other_runs: list[dict[str, Any]] | None = None,
+        source: str | None = None,
     ):
         self.rows = rows
         self.settings = settings or {}
         #: Finished runs in the directory trained with other settings (not in the table).
         self.other_runs = other_runs or []
+        #: Where the rows came from when not the run directories (a sentence for the report).
+        self.source = source
         groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for row in rows:
             groups[row["bits"]].append(row)
@@ -151,7 +211,7 @@ class Report:
             self.summary.append(
                 {
                     **{
-                        k: first[k]
+                        k: first.get(k)
                         for k in (
                             "bits",
                             "b_w",
@@ -166,7 +226,7 @@ class Report:
                         )
                     },
                     **{
-                        k: _mean_std([r[k] for r in runs])[0]
+                        k: _mean_std([r.get(k) for r in runs])[0]
                         for k in (
                             "ns_ace",
                             "sops",
@@ -186,75 +246,162 @@ class Report:
                     "acc_last_std": last_sd,
                     "val": val,
                     "val_std": val_sd,
-                    "firing_rates": _mean_rates([r["_firing_rates"] for r in runs]),
+                    "firing_rates": _mean_rates([r.get("_firing_rates") or [] for r in runs]),
+                    "raw_inputs": sorted(
+                        {n for r in runs for n in r.get("raw_input_layers") or ()}
+                    ),
                 }
             )
         self.summary.sort(key=lambda r: (r["budget"], -_nan_low(r["acc"])))
 
     def best(self) -> dict[str, Any] | None:
         """The allocation with the best validation accuracy (test accuracy when no val split)."""
-        if not self.summary:
-            return None
-        key = "val" if all(not math.isnan(r["val"]) for r in self.summary) else "acc"
-        return max(self.summary, key=lambda r: _nan_low(r[key]))
+        return _best(self.summary)
 
     # -- text -------------------------------------------------------------------------------
     def table(self) -> str:
         """The paper's Table 2 layout: allocation, Params (M), S-ACE, NS-ACE, accuracy."""
         head = (
             f"{'b_w/b_s/T':>10} {'budget':>6} {'Params(M)':>10} {'S-ACE(G)':>10} "
-            f"{'NS-ACE(G)':>10} {'SOPs(G)':>9} {'acc (%)':>14} {'last (%)':>14} {'seeds':>5}"
+            f"{'NS-ACE(G)':>10} {'SOPs(G)':>9} {'val (%)':>14} {'acc (%)':>14} "
+            f"{'last (%)':>14} {'seeds':>5}"
         )
         lines = [head, "-" * len(head)]
         for r in self.summary:
             lines.append(
                 f"{r['bits']:>10} {r['budget']:>6} {_fmt(r['params_16'], 1e-6, 3):>10} "
                 f"{_fmt(r['s_ace'], 1e-9, 4):>10} {_fmt(r['ns_ace'], 1e-9, 4):>10} "
-                f"{_fmt(r['sops'], 1e-9, 4):>9} {_pm(r['acc'], r['acc_std']):>14} "
+                f"{_fmt(r['sops'], 1e-9, 4):>9} {_pm(r['val'], r['val_std']):>14} "
+                f"{_pm(r['acc'], r['acc_std']):>14} "
                 f"{_pm(r['acc_last'], r['acc_last_std']):>14} {r['seeds']:>5}"
             )
         return "\n".join(lines)
 
-    def markdown(self, figures: list[str]) -> str:
-        s = self.settings.get("base", {})
-        seeds = self.settings.get("seeds", max((r["seeds"] for r in self.summary), default=1))
-        lines = [
-            f"# qsnn sweep: {s.get('model', '?')} on {s.get('dataset', '?')}",
-            "",
-            f"Allocations `b_w/b_s/T` trained from scratch for {s.get('epochs', '?')} epochs "
-            f"each, {seeds} seed(s) per allocation (accuracy: mean ± std over seeds). "
-            f"Accuracy is test accuracy at the epoch chosen on the validation split "
-            f"({'held out from training' if s.get('val_size', 1) != 0 else 'none: last epoch'})."
-            f" Params are 16-bit equivalents (`params_16`); S-ACE, NS-ACE and SOPs are per "
-            f"sample (SPEC §5), measured on the test set.",
-            "",
-            "| b_w/b_s/T | budget | Params (M) | S-ACE (G) | NS-ACE (G) | SOPs (G) | "
-            "conv. energy (µJ) | bit-budget energy (µJ) | accuracy (%) | last epoch (%) | "
-            + ("fps | " if any(r["fps"] for r in self.summary) else "")
-            + "wall (s) |",
-            "|---|---|---|---|---|---|---|---|---|---|"
-            + ("---|" if any(r["fps"] for r in self.summary) else "")
-            + "---|",
+    def columns(self) -> list[Column]:
+        """The results table's columns (the Markdown and the HTML table print the same)."""
+        cols = [
+            Column("b_w/b_s/T", lambda r: r["bits"], numeric=False),
+            Column("budget", lambda r: str(r["budget"])),
+            Column("Params (M)", lambda r: _fmt(r["params_16"], 1e-6, 3)),
+            Column("S-ACE (G)", lambda r: _fmt(r["s_ace"], 1e-9, 4)),
+            Column("NS-ACE (G)", lambda r: _fmt(r["ns_ace"], 1e-9, 4)),
+            Column("SOPs (G)", lambda r: _fmt(r["sops"], 1e-9, 4)),
+            Column("conv. energy (µJ)", lambda r: _fmt(r["energy_conventional_uj"], 1, 3)),
+            Column("bit-budget energy (µJ)", lambda r: _fmt(r["energy_bits_uj"], 1, 4)),
+            # Validation next to test accuracy: the best allocation is chosen on validation,
+            # so the reader sees why it need not be the top test row.
+            Column("val. acc. (%)", lambda r: _pm(r["val"], r["val_std"])),
+            Column("test acc. (%)", lambda r: _pm(r["acc"], r["acc_std"])),
+            Column("last epoch (%)", lambda r: _pm(r["acc_last"], r["acc_last_std"])),
         ]
+        if any(r["fps"] for r in self.summary):
+            cols.append(Column("fps", lambda r: f"{r['fps']:.0f}" if r["fps"] else "–"))
+        cols += [
+            Column("seeds", lambda r: str(r["seeds"])),
+            Column("wall (s)", lambda r: _fmt(r["wall_time_s"], 1, 0)),
+        ]
+        return cols
+
+    def header(self) -> list[tuple[str, str]]:
+        """The sweep's settings as ``(label, text)`` pairs: model, recipe, data, machine and
+        qsnn version, from ``sweep.json`` and the runs' saved environment."""
+        s = self.settings.get("base") or {}
+        runs = [r for r in self.rows]
+        out = []
+        model = s.get("model", "?")
+        if s.get("overrides"):
+            model += f" (overrides {json.dumps(s['overrides'], sort_keys=True)})"
+        budgets = sorted({r["budget"] for r in self.summary})
+        out.append(("model", model))
+        out.append(
+            (
+                "sweep",
+                f"{len(self.summary)} allocation(s) at budget(s) "
+                f"{', '.join(map(str, budgets))}, "
+                f"{self.settings.get('seeds', max((r['seeds'] for r in self.summary), default=1))}"
+                f" seed(s) each" + _unfinished(self.settings, self.summary),
+            )
+        )
+        if s:
+            recipe = [
+                f"{s.get('epochs', '?')} epochs",
+                f"batch {s.get('batch_size', '?')}",
+                f"AdamW lr {s.get('lr', '?')}",
+                f"weight decay {s.get('weight_decay', '?')}",
+                f"warm-up {s.get('warmup_epochs', '?')} epoch(s), cosine to "
+                f"{s.get('min_lr_ratio', 0)} x lr",
+                f"label smoothing {s.get('label_smoothing', '?')}",
+            ]
+            if s.get("mixup") or s.get("cutmix"):
+                recipe.append(f"mixup {s.get('mixup')}, cutmix {s.get('cutmix')}")
+            recipe.append("augmentation on" if s.get("augment") else "no augmentation")
+            recipe.append(f"precision {s.get('precision', 'auto')}")
+            out.append(("recipe", ", ".join(recipe)))
+        data = s.get("dataset", "?")
+        samples = _distinct(r.get("samples") for r in runs)
+        if len(samples) == 1:
+            n = samples[0]
+            data += f" ({n.get('train')} train, {n.get('val')} validation, {n.get('test')} test)"
+        if s:
+            val = s.get("val_size", 1)
+            data += (
+                "; best epoch chosen on a validation split held out from training"
+                if val != 0
+                else "; no validation split (last epoch)"
+            )
+        out.append(("data", data))
+        envs = _distinct(r.get("environment") for r in runs)
+        if envs:
+            out.append(("machine", "; ".join(_env_text(e) for e in envs)))
+        else:
+            out.append(("machine", "not recorded in the rows this report was built from"))
+        version = sorted({e["qsnn"] for e in envs if e.get("qsnn")})
+        out.append(
+            (
+                "qsnn",
+                (f"runs trained with {', '.join(version)}; " if version else "")
+                + f"report built with {_qsnn_version()}",
+            )
+        )
+        if self.source:
+            out.append(("source", self.source))
+        return out
+
+    def markdown(self, figures: Sequence[FigureFile] = ()) -> str:
+        s = self.settings.get("base", {})
+        best = self.best()
+        lines = [f"# qsnn sweep: {s.get('model', '?')} on {s.get('dataset', '?')}", ""]
+        lines += [f"- **{label}**: {text}" for label, text in self.header()]
+        lines += [
+            "",
+            "Accuracy: mean ± std over seeds, in %. Test accuracy is taken at the epoch chosen "
+            "on validation accuracy; the best allocation (**bold**) is the one with the best "
+            "validation accuracy, which need not be the top test row. Params are 16-bit "
+            "equivalents (`params_16`); S-ACE, NS-ACE and SOPs are per sample (SPEC §5), "
+            "measured on the test set.",
+            "",
+        ]
+        cols = self.columns()
+        lines.append("| " + " | ".join(c.header for c in cols) + " |")
+        lines.append("|" + "|".join("---:" if c.numeric else "---" for c in cols) + "|")
         for r in self.summary:
-            fps = (
-                f"{r['fps']:.0f} | "
-                if any(x["fps"] for x in self.summary) and r["fps"]
-                else ("– | " if any(x["fps"] for x in self.summary) else "")
-            )
-            lines.append(
-                f"| {r['bits']} | {r['budget']} | {_fmt(r['params_16'], 1e-6, 3)} | "
-                f"{_fmt(r['s_ace'], 1e-9, 4)} | {_fmt(r['ns_ace'], 1e-9, 4)} | "
-                f"{_fmt(r['sops'], 1e-9, 4)} | {_fmt(r['energy_conventional_uj'], 1, 3)} | "
-                f"{_fmt(r['energy_bits_uj'], 1, 4)} | {_pm(r['acc'], r['acc_std'])} | "
-                f"{_pm(r['acc_last'], r['acc_last_std'])} | {fps}{_fmt(r['wall_time_s'], 1, 0)} |"
-            )
+            cells = [c.cell(r) for c in cols]
+            if best is not None and r["bits"] == best["bits"]:
+                cells[0] = f"**{cells[0]}**"
+            lines.append("| " + " | ".join(cells) + " |")
         if self.other_runs:
             lines += ["", _other_runs_note(self.other_runs, self.settings.get("base", {}))]
         lines += ["", "## Findings", ""]
         lines += [f"- {sentence}" for sentence in self.findings()]
-        for fig, caption in zip(figures, _CAPTIONS.values(), strict=False):
-            lines += ["", f"![{caption}]({fig})", "", f"*{caption}*"]
+        if figures:
+            lines += ["", "## Figures"]
+        for fig in figures:
+            lines += [
+                "",
+                f"![{fig.caption}]({fig.png})",
+                "",
+                f"*{fig.caption}* Vector version: [{fig.pdf}]({fig.pdf}).",
+            ]
         if not figures:
             lines += [
                 "",
@@ -274,13 +421,35 @@ class Report:
         if best is None:
             return out
         chosen_on = "validation" if not math.isnan(best["val"]) else "test"
+        val = f" ({_pm(best['val'], best['val_std'])} % validation)"
         out.append(
-            f"Best allocation (chosen on {chosen_on} accuracy): **{best['bits']}** with "
-            f"{_pm(best['acc'], best['acc_std'])} % test accuracy at budget {best['budget']}."
+            f"Best allocation (chosen on {chosen_on} accuracy): **{best['bits']}**"
+            + (val if chosen_on == "validation" else "")
+            + f" with {_pm(best['acc'], best['acc_std'])} % test accuracy at budget "
+            f"{best['budget']}."
         )
         by_budget: dict[int, list[dict[str, Any]]] = defaultdict(list)
         for r in self.summary:
             by_budget[r["budget"]].append(r)
+        if len(by_budget) > 1:
+            parts = []
+            for budget, group in sorted(by_budget.items()):
+                b = _best(group)
+                if b is None:
+                    continue
+                parts.append(
+                    f"budget {budget}: **{b['bits']}** ("
+                    + (
+                        f"{_pm(b['val'], b['val_std'])} % validation, "
+                        if not math.isnan(b["val"])
+                        else ""
+                    )
+                    + f"{_pm(b['acc'], b['acc_std'])} % test, S-ACE "
+                    f"{_fmt(b['s_ace'], 1e-9, 4)} G)"
+                )
+            out.append(
+                f"Best per budget (chosen on {chosen_on} accuracy): " + "; ".join(parts) + "."
+            )
         for budget, group in sorted(by_budget.items()):
             if len(group) < 2:
                 continue
@@ -321,128 +490,101 @@ class Report:
         written.append(
             write_text_atomic(
                 out / "results.jsonl",
-                "".join(
-                    json.dumps({k: v for k, v in r.items() if not k.startswith("_")}) + "\n"
-                    for r in self.rows
-                ),
+                "".join(json.dumps(_public(r)) + "\n" for r in self.rows),
             )
         )
-        figures = _figures(self, out)
-        written += [out / f for f in figures]
+        best = self.best()
+        figures = write_figures(self.summary, out, best["bits"] if best else None)
+        kept = {f.stem for f in figures}
+        for stem in _FIGURE_STEMS:
+            if stem not in kept:
+                for ext in (".png", ".pdf"):
+                    (out / f"{stem}{ext}").unlink(missing_ok=True)
+        for f in figures:
+            written += [out / f.png, out / f.pdf]
         md = self.markdown(figures)
         written.append(write_text_atomic(out / "report.md", md))
-        written.append(write_text_atomic(out / "report.html", _html(self, md, out, figures)))
+        page = _html(self, out, figures)
+        if page is not None:
+            written.append(write_text_atomic(out / "report.html", page))
         return written
 
 
-_CAPTIONS = {
-    "accuracy_vs_sace.png": "Test accuracy vs S-ACE (log axis); bubble area ~ params_16 (Fig. 4)",
-    "allocation.png": "Accuracy of each split of the budget between b_s and T, one line per b_w "
-    "(Fig. 5)",
-    "firing_rates.png": "Input firing rate per layer, one line per allocation (Fig. 6)",
-}
+def _public(row: dict[str, Any]) -> dict[str, Any]:
+    """A row as ``results.jsonl`` keeps it: the fields without a leading underscore, and the
+    spiking layers' firing rates (so a report rebuilt from the rows alone has Fig. 6)."""
+    out = {k: v for k, v in row.items() if not k.startswith("_")}
+    if "firing_rates" not in out and row.get("_firing_rates"):
+        out["firing_rates"] = dict(row["_firing_rates"])
+    return out
 
 
-def _figures(report: Report, out: Path) -> list[str]:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return []
-    names = []
-    rows = [r for r in report.summary if not math.isnan(r["acc"])]
+def _best(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The row with the best validation accuracy (test accuracy when a row has no val)."""
     if not rows:
-        return names
+        return None
+    key = "val" if all(not math.isnan(r["val"]) for r in rows) else "acc"
+    return max(rows, key=lambda r: _nan_low(r[key]))
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.4))
-    p16 = [r["params_16"] or 0 for r in rows]
-    top = max(p16) or 1
-    for r, p in zip(rows, p16, strict=True):
-        ax.scatter(r["s_ace"], 100 * r["acc"], s=60 + 900 * p / top, alpha=0.55)
-        ax.errorbar(
-            r["s_ace"], 100 * r["acc"], yerr=100 * _or0(r["acc_std"]), fmt="none", color="k", lw=0.8
-        )
-        ax.annotate(
-            r["bits"],
-            (r["s_ace"], 100 * r["acc"]),
-            textcoords="offset points",
-            xytext=(6, 6),
-            fontsize=8,
-        )
-    ax.set_xscale("log")
-    ax.set_xlabel("S-ACE per sample (bit operations, log)")
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_title("Accuracy vs S-ACE (bubble area ~ params_16)")
-    ax.grid(alpha=0.3, which="both")
-    fig.tight_layout()
-    fig.savefig(out / "accuracy_vs_sace.png", dpi=120)
-    plt.close(fig)
-    names.append("accuracy_vs_sace.png")
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.4))
-    by_w: dict[int, list[dict[str, Any]]] = defaultdict(list)
-    for r in rows:
-        by_w[r["b_w"]].append(r)
-    several_budgets = len({r["budget"] for r in rows}) > 1
-    for w, group in sorted(by_w.items()):
-        group.sort(key=lambda r: (r["budget"], r["T"]))
-        line = ax.errorbar(
-            [r["T"] for r in group],
-            [100 * r["acc"] for r in group],
-            yerr=[100 * _or0(r["acc_std"]) for r in group],
-            marker="o",
-            capsize=3,
-            label=f"b_w = {w}",
-        )
-        for r in group:
-            tag = f"{r['b_s']}/{r['T']}" + (f" (BB {r['budget']})" if several_budgets else "")
-            ax.annotate(
-                tag,
-                (r["T"], 100 * r["acc"]),
-                textcoords="offset points",
-                xytext=(5, -12),
-                fontsize=7,
-                color=line[0].get_color(),
-            )
-    ax.set_xscale("log", base=2)
-    ticks = sorted({r["T"] for r in rows})
-    ax.set_xticks(ticks)
-    ax.set_xticklabels([str(t) for t in ticks])
-    ax.set_xlabel("time steps T (the rest of the budget goes to spike bits: labels b_s/T)")
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_title("Splitting the budget between spike bits and time steps")
-    ax.legend()
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(out / "allocation.png", dpi=120)
-    plt.close(fig)
-    names.append("allocation.png")
+def _unfinished(settings: dict[str, Any], summary: list[dict[str, Any]]) -> str:
+    """``"; not finished: ..."`` naming the planned allocations (``sweep.json``) and seeds that
+    have no finished run, so a partial sweep is not read as a complete one."""
+    planned = settings.get("allocations")
+    if not isinstance(planned, list):
+        return ""
+    seeds = settings.get("seeds", 1)
+    done = {r["bits"]: r["seeds"] for r in summary}
+    missing = []
+    for bits in planned:
+        try:
+            key = str(Bits.parse(bits))
+        except (ValueError, TypeError):
+            continue
+        if key not in done:
+            missing.append(f"{key} (no run)")
+        elif isinstance(seeds, int) and done[key] < seeds:
+            missing.append(f"{key} ({done[key]} of {seeds} seeds)")
+    return f"; not finished: {', '.join(missing)}" if missing else ""
 
-    fig, ax = plt.subplots(figsize=(7.2, 4.4))
-    for r in rows:
-        rates = r["firing_rates"]
-        if rates:
-            ax.plot(range(len(rates)), [fr for _, fr in rates], marker=".", label=r["bits"])
-    if rows and rows[0]["firing_rates"]:
-        names_l = [n for n, _ in rows[0]["firing_rates"]]
-        ax.set_xticks(range(len(names_l)))
-        ax.set_xticklabels(
-            [n.replace(".conv", "").replace(".linear", "") for n in names_l],
-            rotation=60,
-            ha="right",
-            fontsize=7,
-        )
-    ax.set_ylabel("input firing rate (non-zero fraction)")
-    ax.set_title("Firing rate per layer")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(out / "firing_rates.png", dpi=120)
-    plt.close(fig)
-    names.append("firing_rates.png")
-    return names
+
+def _distinct(values) -> list[dict[str, Any]]:
+    """The distinct dicts among ``values`` (``None`` left out), first seen first."""
+    out: list[dict[str, Any]] = []
+    for v in values:
+        if isinstance(v, dict) and v not in out:
+            out.append(v)
+    return out
+
+
+def _env_text(env: dict[str, Any]) -> str:
+    parts = [str(env.get("device", "?"))]
+    if env.get("world_size", 1) not in (None, 1):
+        parts.append(f"{env['world_size']} processes")
+    if env.get("threads"):
+        parts.append(f"{env['threads']} threads")
+    if env.get("precision"):
+        parts.append(str(env["precision"]))
+    parts += [f"{k} {env[k]}" for k in ("torch", "python") if env.get(k)]
+    return ", ".join(parts)
+
+
+def _qsnn_version() -> str:
+    """``qsnn <version>`` plus the git commit of the checkout it runs from, when it is one."""
+    from .. import __version__
+
+    here = Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(here), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    return f"qsnn {__version__}" + (f" (commit {commit})" if commit else "")
 
 
 def _mean_rates(per_run: list[list[tuple[str, float]]]) -> list[tuple[str, float]]:
@@ -457,10 +599,6 @@ def _mean_rates(per_run: list[list[tuple[str, float]]]) -> list[tuple[str, float
 
 def _nan_low(value: float) -> float:
     return -math.inf if value is None or math.isnan(value) else value
-
-
-def _or0(value: float) -> float:
-    return 0.0 if value is None or math.isnan(value) else value
 
 
 def _fmt(value: float | None, factor: float, digits: int) -> str:
@@ -522,55 +660,63 @@ def _spike_bits_vs_time(group: list[dict[str, Any]]) -> list[str]:
     return out
 
 
-def _html(report: Report, markdown: str, out: Path, figures: list[str]) -> str:
-    """A self-contained page: the markdown's table and findings, figures inlined as base64."""
+def _inline(text: str) -> str:
+    """Markdown's inline marks in a finding as HTML, escaped first: ``**x**`` -> <strong>,
+    ```x``` -> <code> (bold markers carry the best allocation; they must not be dropped)."""
     import html
 
-    body = []
-    in_table = False
-    for line in markdown.splitlines():
-        if line.startswith("|"):
-            cells = [c.strip() for c in line.strip("|").split("|")]
-            if set("".join(cells)) <= set("-"):
-                continue
-            tag = "th" if not in_table else "td"
-            if not in_table:
-                body.append("<table>")
-                in_table = True
-            body.append(
-                "<tr>" + "".join(f"<{tag}>{html.escape(c)}</{tag}>" for c in cells) + "</tr>"
-            )
-            continue
-        if in_table:
-            body.append("</table>")
-            in_table = False
-        if line.startswith("# "):
-            body.append(f"<h1>{html.escape(line[2:])}</h1>")
-        elif line.startswith("## "):
-            body.append(f"<h2>{html.escape(line[3:])}</h2>")
-        elif line.startswith("- "):
-            text = html.escape(line[2:]).replace("**", "")
-            body.append(f"<p>&bull; {text}</p>")
-        elif line.startswith("!["):
-            name = line[line.rindex("](") + 2 : -1]
-            data = base64.b64encode((out / name).read_bytes()).decode()
-            body.append(f'<img alt="{html.escape(name)}" src="data:image/png;base64,{data}">')
-        elif line.startswith("*") and line.endswith("*"):
-            body.append(f"<p><em>{html.escape(line.strip('*'))}</em></p>")
-        elif line.strip():
-            body.append(f"<p>{html.escape(line).replace('`', '')}</p>")
-    if in_table:
-        body.append("</table>")
-    style = (
-        "body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;"
-        "color:#222}table{border-collapse:collapse;font-size:14px;margin:1em 0}"
-        "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}"
-        "th{background:#f3f3f3}img{max-width:100%;margin:1em 0;border:1px solid #eee}"
+    out = html.escape(text, quote=False)
+    out = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", out)
+    return re.sub(r"`(.+?)`", r"<code>\1</code>", out)
+
+
+def _html(report: Report, out: Path, figures: Sequence[FigureFile]) -> str | None:
+    """The self-contained page (figures inlined as base64 PNG), rendered from
+    ``templates/report.html.j2``; ``None`` (with a warning) without jinja2."""
+    try:
+        import jinja2
+    except ImportError:
+        import warnings
+
+        warnings.warn(
+            "report.html needs jinja2: pip install 'qsnn[plots]' (report.md was written)",
+            stacklevel=3,
+        )
+        return None
+    from markupsafe import Markup
+
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("qsnn.sweep", "templates"),
+        autoescape=jinja2.select_autoescape(["html", "j2"]),
+        trim_blocks=True,
+        lstrip_blocks=True,
+        undefined=jinja2.StrictUndefined,
     )
-    title = html.escape(markdown.splitlines()[0].lstrip("# "))
-    return (
-        f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title>"
-        f"<style>{style}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n"
+    env.filters["inline"] = lambda text: Markup(_inline(text))
+    s = report.settings.get("base", {})
+    best = report.best()
+    cols = report.columns()
+    return env.get_template("report.html.j2").render(
+        title=f"qsnn sweep: {s.get('model', '?')} on {s.get('dataset', '?')}",
+        header=report.header(),
+        columns=cols,
+        rows=[
+            {
+                "cells": [c.cell(r) for c in cols],
+                "best": best is not None and r["bits"] == best["bits"],
+            }
+            for r in report.summary
+        ],
+        other_note=_other_runs_note(report.other_runs, s) if report.other_runs else None,
+        findings=report.findings(),
+        figures=[
+            {
+                "caption": f.caption,
+                "pdf": f.pdf,
+                "data": base64.b64encode((out / f.png).read_bytes()).decode("ascii"),
+            }
+            for f in figures
+        ],
     )
 
 
@@ -618,10 +764,26 @@ def _other_runs_note(other: list[dict[str, Any]], base: dict[str, Any]) -> str:
 def build_report(sweep_dir: str | os.PathLike) -> Report:
     """Collect a sweep's finished runs and write every report file into ``sweep_dir``. With a
     ``sweep.json``, only the runs trained with its settings make the table
-    (:func:`split_by_settings`); the others are named in the report."""
-    settings_path = Path(sweep_dir) / "sweep.json"
+    (:func:`split_by_settings`); the others are named in the report. A directory with no
+    ``runs/`` but an earlier report's ``results.jsonl`` (a report copied into the docs) is
+    rebuilt from those rows, and the report says so."""
+    root = Path(sweep_dir)
+    settings_path = root / "sweep.json"
     exists = settings_path.exists()
     settings = read_json_object(settings_path, "a sweep's settings") if exists else {}
+    if not (root / "runs").is_dir() and (root / "results.jsonl").is_file():
+        rows = rows_from_results(root / "results.jsonl")
+        source = (
+            "rebuilt from this directory's results.jsonl (the run directories are not here)"
+            + (
+                "; per-layer firing rates were not kept in these rows, so Fig. 6 is absent"
+                if not any(r["_firing_rates"] for r in rows)
+                else ""
+            )
+        )
+        report = Report(rows, settings, source=source)
+        report.write(sweep_dir)
+        return report
     mine, other = split_by_settings(collect_runs(sweep_dir), settings)
     if not mine:
         raise ValueError(
