@@ -10,6 +10,7 @@ from qsnn.sweep.findings import (
     firing_rate_trend,
     paper_findings,
     permutation_p,
+    summary_markdown,
     wilson_interval,
 )
 
@@ -109,3 +110,15 @@ def test_f3_needs_three_weight_widths_at_one_spike_split() -> None:
     assert paper_findings(close)[0].verdict.startswith("supported")
     # A budget sweep (2/2/1 and 1/2/2 are not the same split): no F3.
     assert [f.key for f in paper_findings(rows({"2/2/1": [0.7], "4/1/1": [0.7]}))] == []
+
+
+def test_summary_table_round_trips_findings() -> None:
+    data = rows({"1/4/1": [0.75, 0.76, 0.77], "1/1/4": [0.70, 0.71, 0.72]})
+    (f1,) = paper_findings(data, context="small_convnet, CIFAR-10, 4 epochs")
+    again = type(f1).from_dict(f1.as_dict())
+    assert again == f1
+    table = summary_markdown([("docs/sweeps/f1/report.md", again)])
+    assert table.splitlines()[2].startswith("| F1: spike bits beat time steps")
+    assert "small_convnet, CIFAR-10, 4 epochs; budget 4, b_w = 1, 3 seeds" in table
+    assert "[docs/sweeps/f1/report.md](docs/sweeps/f1/report.md)" in table
+    assert table.count("\n") == 3 and f1.verdict in table

@@ -38,6 +38,7 @@ __all__ = [
     "firing_rate_trend",
     "paper_findings",
     "permutation_p",
+    "summary_markdown",
     "wilson_interval",
 ]
 
@@ -198,6 +199,29 @@ class Finding:
         ]
         lines += [f"- Caveat: {c}" for c in self.caveats]
         return "\n".join(lines)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "key": self.key, "claim": self.claim, "setting": self.setting, "paper": self.paper,
+            "measured": self.measured, "verdict": self.verdict, "caveats": list(self.caveats),
+        }  # fmt: skip
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Finding:
+        return cls(**{**data, "caveats": tuple(data.get("caveats", ()))})
+
+
+def summary_markdown(entries: Sequence[tuple[str, Finding]]) -> str:
+    """One table over several reports: ``(link, finding)`` pairs, in finding order."""
+    lines = [
+        "| finding | paper | qsnn (mean ± std over seeds) | verdict | report |",
+        "|---|---|---|---|---|",
+    ]
+    for link, f in sorted(entries, key=lambda e: e[1].key):
+        cells = [f"{f.key}: {f.claim} ({f.setting})", f.paper, f.measured, f.verdict,
+                 f"[{link}]({link})"]  # fmt: skip
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def _accuracies(rows: Sequence[dict[str, Any]]) -> dict[str, list[float]]:
