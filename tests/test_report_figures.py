@@ -409,3 +409,39 @@ def _close_figures():
     import matplotlib.pyplot as plt
 
     plt.close("all")
+
+
+def _png_size(path: Path) -> tuple[int, int]:
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", path
+    return struct.unpack(">II", data[16:24])
+
+
+@pytest.mark.slow  # starts headless Chromium twice (~10-20 s)
+def test_screenshot_script_renders_a_report_at_1280_and_800_px(tmp_path: Path) -> None:
+    import subprocess
+
+    script = Path(__file__).resolve().parent.parent / "scripts" / "screenshot_reports.py"
+    sys.path.insert(0, str(script.parent))
+    try:
+        from screenshot_reports import BROWSERS, find_browser
+    finally:
+        sys.path.remove(str(script.parent))
+    if find_browser() is None:
+        pytest.skip(f"no headless browser on PATH ({', '.join(BROWSERS)}): apt install chromium")
+    sweep_dir = tmp_path / "sweep"
+    Report(_multi_budget_rows()[:8], {"base": {"model": "m", "dataset": "d"}}).write(sweep_dir)
+    shots = tmp_path / "shots"
+    proc = subprocess.run(
+        [sys.executable, str(script), str(sweep_dir / "report.html"), "--out", str(shots)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    sizes = {p.name: _png_size(p) for p in shots.glob("*.png")}
+    assert set(sizes) == {"sweep-1280.png", "sweep-800.png"}
+    assert sizes["sweep-1280.png"][0] == 1280 and sizes["sweep-800.png"][0] == 800
+    # The page with three figures is far taller than one screen, and cropping left content.
+    assert all(1200 < h < 9000 for _, h in sizes.values()), sizes

@@ -550,7 +550,7 @@ def build_figures(
         cap = (
             f"Test accuracy (mean ± std over seeds, bars clipped to [0, 100] %) and validation "
             f"accuracy of every allocation at budget {', '.join(map(str, budgets))}, with its "
-            f"S-ACE and NS-ACE (G, right axis). All allocations of one budget have nearly the "
+            f"S-ACE and NS-ACE (G, lower panel). All allocations of one budget have nearly the "
             f"same S-ACE, so the allocations are on the x axis instead of a log S-ACE axis "
             f"(Fig. 4)."
         )

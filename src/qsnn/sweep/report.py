@@ -18,6 +18,7 @@ import math
 import os
 import re
 import statistics
+import struct
 import subprocess
 from collections import defaultdict
 from collections.abc import Sequence
@@ -421,7 +422,10 @@ class Report:
         if best is None:
             return out
         chosen_on = "validation" if not math.isnan(best["val"]) else "test"
-        val = f" ({_pm(best['val'], best['val_std'])} % validation)"
+        tied = [r["bits"] for r in self.summary if r is not best and r["val"] == best["val"]]
+        # Say so when validation ties: the higher test accuracy then decides (see _best).
+        tie = f"; tied with {', '.join(tied)}, so test accuracy decides" if tied else ""
+        val = f" ({_pm(best['val'], best['val_std'])} % validation{tie})"
         out.append(
             f"Best allocation (chosen on {chosen_on} accuracy): **{best['bits']}**"
             + (val if chosen_on == "validation" else "")
@@ -520,11 +524,13 @@ def _public(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def _best(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The row with the best validation accuracy (test accuracy when a row has no val)."""
+    """The row with the best validation accuracy (test accuracy when a row has no val; ties
+    on validation go to the higher test accuracy)."""
     if not rows:
         return None
     key = "val" if all(not math.isnan(r["val"]) for r in rows) else "acc"
-    return max(rows, key=lambda r: _nan_low(r[key]))
+    # Ties on validation go to the higher test accuracy (the finding names the tie).
+    return max(rows, key=lambda r: (_nan_low(r[key]), _nan_low(r["acc"])))
 
 
 def _unfinished(settings: dict[str, Any], summary: list[dict[str, Any]]) -> str:
@@ -542,7 +548,7 @@ def _unfinished(settings: dict[str, Any], summary: list[dict[str, Any]]) -> str:
         except (ValueError, TypeError):
             continue
         if key not in done:
-            missing.append(f"{key} (no run)")
+            missing.append(f"{key} (no finished run)")
         elif isinstance(seeds, int) and done[key] < seeds:
             missing.append(f"{key} ({done[key]} of {seeds} seeds)")
     return f"; not finished: {', '.join(missing)}" if missing else ""
@@ -713,9 +719,12 @@ def _html(report: Report, out: Path, figures: Sequence[FigureFile]) -> str | Non
             {
                 "caption": f.caption,
                 "pdf": f.pdf,
-                "data": base64.b64encode((out / f.png).read_bytes()).decode("ascii"),
+                "data": base64.b64encode(png).decode("ascii"),
+                # Shown at 100 px per figure inch (half the 200-dpi pixels): sharp on dense
+                # screens, and text the size it has in the paper, not doubled.
+                "width": struct.unpack(">I", png[16:20])[0] // 2,
             }
-            for f in figures
+            for f, png in ((f, (out / f.png).read_bytes()) for f in figures)
         ],
     )
 
