@@ -52,3 +52,22 @@ def test_one_seed_prints_no_deviation_and_no_verdict() -> None:
     assert "time steps win, 1/1/4 ahead by 2.00 points (one seed" in text
     md = report.markdown([])
     assert "| 62.00 |" in md and "±" not in md.split("## Findings")[0].split("|---")[1]
+
+
+def test_a_tie_on_validation_is_named_and_test_accuracy_decides() -> None:
+    """4/1/2 and 8/1/1 both reach 100 % validation; 4/1/2 has the higher test accuracy
+    (0.98 vs 0.97), so it is the best, and the finding says the tie was broken by test."""
+    rows = [_row("4/1/2", 0, 0.98), _row("8/1/1", 0, 0.97), _row("2/2/2", 0, 0.99)]
+    for row in rows:
+        row["val_acc_best"] = 1.0 if row["bits"] != "2/2/2" else 0.99
+    report = Report(rows, {"allocations": ["4/1/2", "8/1/1", "2/2/2", "1/1/8"], "seeds": 2})
+    assert report.best()["bits"] == "4/1/2"
+    first = report.findings()[0]
+    assert "**4/1/2** (100.00 % validation; tied with 8/1/1, so test accuracy decides)" in first
+    sweep_line = dict(report.header())["sweep"]
+    assert "not finished: 4/1/2 (1 of 2 seeds), 8/1/1 (1 of 2 seeds), 2/2/2 (1 of 2 seeds), " \
+        "1/1/8 (no finished run)" in sweep_line
+    table = report.markdown()
+    head = next(line for line in table.splitlines() if line.startswith("| b_w/b_s/T"))
+    assert "| val. acc. (%) | test acc. (%) |" in head
+    assert "| **4/1/2** |" in table  # the best row is bold, though 2/2/2 tops the test column

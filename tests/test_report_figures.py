@@ -242,7 +242,8 @@ class _StrictParser(HTMLParser):
 
 
 def test_report_files_page_and_validation_column(tmp_path: Path) -> None:
-    report = Report(_multi_budget_rows(), {"base": {"model": "m", "dataset": "d", "epochs": 1}})
+    rows = _multi_budget_rows()[:14]  # budgets 2, 4 and 8 (up to 1/1/8)
+    report = Report(rows, {"base": {"model": "m", "dataset": "d", "epochs": 1}})
     report.write(tmp_path)
     for stem in ("accuracy_vs_sace", "allocation", "firing_rates"):
         assert (tmp_path / f"{stem}.pdf").read_bytes()[:5] == b"%PDF-"
@@ -330,11 +331,18 @@ def _result(bits: str, seed: int, acc: float) -> dict:
     }
 
 
-def test_runs_over_three_budgets_make_one_fig4_with_every_budget(tmp_path: Path) -> None:
+def test_runs_over_three_budgets_make_one_fig4_with_every_budget(
+    tmp_path: Path, monkeypatch
+) -> None:
     """Finished runs of budgets 1, 2 and 4 in one directory (as a multi-budget sweep leaves
     them): one Fig. 4 file pair whose legend names every budget; Fig. 6 drops the raw input."""
     import json
 
+    import qsnn.sweep.figures as figures
+
+    drawn: list = []  # the figures the report saved, kept for inspection (drawn once)
+    build = figures.build_figures
+    monkeypatch.setattr(figures, "build_figures", lambda *a: drawn.extend(build(*a)) or drawn)
     for bits, acc in (("1/1/1", 0.5), ("1/2/1", 0.6), ("2/1/1", 0.62), ("2/2/1", 0.7)):
         run = tmp_path / "runs" / f"{bits.replace('/', '-')}-seed0"
         run.mkdir(parents=True)
@@ -344,7 +352,8 @@ def test_runs_over_three_budgets_make_one_fig4_with_every_budget(tmp_path: Path)
         "accuracy_vs_sace.pdf",
         "accuracy_vs_sace.png",
     ]
-    figs = {f.stem: fig for f, fig in build_figures(report.summary)}
+    assert sorted({r["budget"] for r in report.summary}) == [1, 2, 4]
+    figs = {f.stem: fig for f, fig in drawn}
     legend = [t.get_text() for t in figs["accuracy_vs_sace"].axes[0].get_legend().get_texts()]
     assert legend == ["budget 1", "budget 2", "budget 4"]
     ticks = [t.get_text() for t in figs["firing_rates"].axes[0].get_xticklabels()]
@@ -354,11 +363,13 @@ def test_runs_over_three_budgets_make_one_fig4_with_every_budget(tmp_path: Path)
     assert "Best per budget" in md
 
 
-def test_report_rebuilds_from_results_jsonl_without_runs(tmp_path: Path) -> None:
+def test_report_rebuilds_from_results_jsonl_without_runs(tmp_path: Path, monkeypatch) -> None:
     """A report copied without its run directories (docs/sweeps) rebuilds from results.jsonl,
     keeps its firing rates (now in the rows) and says where the rows came from."""
     rows = _multi_budget_rows()[:8]
-    Report(rows).write(tmp_path)
+    with monkeypatch.context() as patch:  # the first report's figures are not under test
+        patch.setattr("qsnn.sweep.report.write_figures", lambda *a, **k: [])
+        Report(rows).write(tmp_path)
     before = (tmp_path / "results.jsonl").read_text()
     report = build_report(tmp_path)
     assert (tmp_path / "results.jsonl").read_text() == before
