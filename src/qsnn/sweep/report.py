@@ -399,7 +399,7 @@ class Report:
         for fig in figures:
             lines += [
                 "",
-                f"![{fig.caption}]({fig.png})",
+                f"![{fig.stem}]({fig.png})",
                 "",
                 f"*{fig.caption}* Vector version: [{fig.pdf}]({fig.pdf}).",
             ]
@@ -718,6 +718,7 @@ def _html(report: Report, out: Path, figures: Sequence[FigureFile]) -> str | Non
         figures=[
             {
                 "caption": f.caption,
+                "stem": f.stem,
                 "pdf": f.pdf,
                 "data": base64.b64encode(png).decode("ascii"),
                 # Shown at 100 px per figure inch (half the 200-dpi pixels): sharp on dense
