@@ -1,17 +1,18 @@
 """Export a trained run for other tools: ``safetensors`` (weights + the config to rebuild the
 model with :func:`qsnn.create_model`, no pickles), ``onnx`` (the fake-quantized float graph,
-time unrolled, for onnxruntime) and ``qonnx`` (``T = 1`` allocations as a quantized ANN with
-QONNX ``Quant`` nodes, for qonnx and FINN).
+time unrolled, for onnxruntime), ``qonnx`` (``T = 1`` allocations as a quantized ANN with
+QONNX ``Quant`` nodes, for qonnx and FINN) and ``nir`` (binary-spike models as a NIR graph of
+conv/affine and IF/LIF nodes, for snnTorch, Norse, Sinabs, Lava and other NIR consumers).
 
 >>> from qsnn.export import export_run, load_safetensors, check_export
 >>> path = export_run("runs/tour", "safetensors")            # runs/tour/export/model.safetensors
 >>> model = load_safetensors(path)                           # the same model, rebuilt
 >>> check_export("runs/tour", export_run("runs/tour", "onnx"), "onnx")["agreement"]
 
-The optional packages (``safetensors``; ``onnx``, ``onnxscript``, ``onnxruntime``; ``qonnx``)
-are the ``export`` extra,
-imported only when a format needs them: ``pip install 'qsnn[export]'``. Each format's module
-says what its file holds and what it cannot express.
+The optional packages (``safetensors``; ``onnx``, ``onnxscript``, ``onnxruntime``; ``qonnx``;
+``nir``, ``nirtorch``) are the ``export`` extra, imported only when a format needs them:
+``pip install 'qsnn[export]'``. Each format's module says what its file holds and what it
+cannot express.
 """
 
 from __future__ import annotations
@@ -26,10 +27,12 @@ from ._common import INSTALL_LINE, default_out, run_description
 from .onnx_format import export_friendly, onnx_session, save_onnx
 from .safetensors_format import load_safetensors, safetensors_metadata, save_safetensors
 
-Format = Literal["safetensors", "onnx", "qonnx"]
+Format = Literal["safetensors", "onnx", "qonnx", "nir"]
 
 #: Formats :func:`export_run` writes, with their file suffix.
-FORMATS: dict[str, str] = {"safetensors": ".safetensors", "onnx": ".onnx", "qonnx": ".qonnx.onnx"}
+FORMATS: dict[str, str] = {
+    "safetensors": ".safetensors", "onnx": ".onnx", "qonnx": ".qonnx.onnx", "nir": ".nir",
+}
 
 __all__ = [
     "FORMATS",
@@ -67,6 +70,11 @@ def export_run(
       dynamic; static image datasets only (``qsnn.export.onnx_format``).
     - ``qonnx``: ``T = 1`` allocations only, ``Quant`` nodes for weights (``b_w``) and
       activations (``b_s``), a fixed batch of ``batch_size`` (``qsnn.export.qonnx_format``).
+    - ``nir``: ``b_s = 1`` models only, a NIR graph (HDF5) of ``Conv2d``/``Affine`` nodes with
+      the quantized weights (batch norm folded in), ``LIF``/``IF`` nodes reproducing the neuron,
+      ``AvgPool2d``/``Flatten`` and the head's per-step logits as the output, whose mean over
+      ``T`` is the readout (``qsnn.export.nir_format``). Multi-bit spikes, soft reset and max
+      pooling are refused, naming the reason.
 
     ``data_root`` reads the run's dataset from another place (only its normalization and
     sample shape are used). A format this build cannot write is a ``ValueError``; a missing
@@ -78,6 +86,8 @@ def export_run(
     # Fail on a missing package before loading anything.
     if format == "safetensors":
         require("safetensors.torch", "safetensors export")
+    elif format == "nir":
+        require("nir", "NIR export")
     else:
         require("onnx", f"{'QONNX' if format == 'qonnx' else 'ONNX'} export")
         require("onnxscript", f"{'QONNX' if format == 'qonnx' else 'ONNX'} export")
@@ -89,6 +99,10 @@ def export_run(
         from .qonnx_format import save_qonnx
 
         return save_qonnx(model, info, path, batch_size=batch_size)
+    if format == "nir":
+        from .nir_format import save_nir
+
+        return save_nir(model, info, path)
     return save_onnx(model, info, path)
 
 
@@ -106,10 +120,12 @@ def check_export(
     """Run an exported file on the run's test split and compare it with qsnn's own model.
 
     ``safetensors`` files are rebuilt with :func:`load_safetensors`, ``onnx`` files run in
-    onnxruntime (CPU), ``qonnx`` files in qonnx's executor. Returns ``{"agreement", "n",
-    "max_abs_diff", "acc_qsnn", "acc_export"}``: the fraction of samples whose predicted class
-    is the same, the largest logit difference, and both accuracies. ``limit`` takes the first
-    ``limit`` test samples only.
+    onnxruntime (CPU), ``qonnx`` files in qonnx's executor, ``nir`` files read back with
+    ``nir.read`` and run by ``nirtorch.nir_to_torch`` with node modules written from the NIR
+    node equations (``qsnn.export.nir_format.nir_run``: ``T`` steps, mean of the outputs).
+    Returns ``{"agreement", "n", "max_abs_diff", "acc_qsnn", "acc_export"}``: the fraction of
+    samples whose predicted class is the same, the largest logit difference, and both
+    accuracies. ``limit`` takes the first ``limit`` test samples only.
     """
     from ..train import load_run
 
@@ -124,6 +140,13 @@ def check_export(
 
         def run_export(x: torch.Tensor) -> torch.Tensor:
             return other(x)
+    elif format == "nir":
+        from .nir_format import nir_run
+
+        run_nir = nir_run(path)
+
+        def run_export(x: torch.Tensor) -> torch.Tensor:
+            return run_nir(x)
     elif format == "qonnx":
         from .qonnx_format import qonnx_run
 
