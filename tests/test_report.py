@@ -31,16 +31,23 @@ def test_two_seeds_give_mean_std_and_a_verdict_beyond_the_spread() -> None:
     assert math.isclose(first["acc_std"], math.sqrt(2) * 0.01, rel_tol=1e-9)
     text = "\n".join(report.findings())
     assert "71.00 ± 1.41" in text
-    assert "Spike bits vs time steps at b_w = 1, budget 4: 1/4/1" in text
-    assert "spike bits win, 1/4/1 ahead by 10.50 points, beyond the seed spread" in text
-    assert "worst seed of 1/4/1 70.00 vs best seed of 1/1/4 61.00" in text
+    # All spike bits (1/4/1) against all time steps (1/1/4); the rows' equal firing rates
+    # (0.5 in every run) give F2 no direction.
+    f1, f2 = report.paper_findings()
+    assert f1.key == "F1" and f2.key == "F2" and f2.verdict.startswith("mixed")
+    assert f1.verdict == "supported: 1/4/1 ahead by 10.50 points, beyond the seed spread"
+    # 2 vs 2 seeds, fully separated: 2 of the C(4, 2) = 6 relabellings reach the gap.
+    assert "1/4/1 (71.00 ± 1.41 %) vs 1/1/4 (60.50 ± 0.71 %)" in f1.measured
+    assert "largest std 1.41; exact permutation p = 0.33, 2 vs 2 seeds" in f1.measured
+    md = report.markdown()
+    assert "## The paper's findings, measured" in md and f1.verdict in md
 
 
 def test_overlapping_seeds_are_within_the_spread() -> None:
     rows = [_row("1/4/1", 0, 0.70), _row("1/4/1", 1, 0.64), _row("1/1/4", 0, 0.66),
             _row("1/1/4", 1, 0.65)]
-    text = "\n".join(Report(rows).findings())
-    assert "spike bits win, 1/4/1 ahead by 1.50 points, within the seed spread" in text
+    f1 = Report(rows).paper_findings()[0]
+    assert f1.verdict == "within the seed spread (1/4/1 ahead by 1.50 points)"
 
 
 def test_one_seed_prints_no_deviation_and_no_verdict() -> None:
@@ -49,7 +56,9 @@ def test_one_seed_prints_no_deviation_and_no_verdict() -> None:
     assert math.isnan(report.summary[0]["acc_std"])
     text = "\n".join(report.findings())
     assert "±" not in text
-    assert "time steps win, 1/1/4 ahead by 2.00 points (one seed" in text
+    f1 = report.paper_findings()[0]
+    assert f1.verdict == "not resolved: one seed, no spread to judge"
+    assert "1/1/4 ahead by 2.00 points (one seed: no seed spread measured" in f1.measured
     md = report.markdown([])
     assert "| 62.00 |" in md and "±" not in md.split("## Findings")[0].split("|---")[1]
 
@@ -71,3 +80,26 @@ def test_a_tie_on_validation_is_named_and_test_accuracy_decides() -> None:
     head = next(line for line in table.splitlines() if line.startswith("| b_w/b_s/T"))
     assert "| val. acc. (%) | test acc. (%) |" in head
     assert "| **4/1/2** |" in table  # the best row is bold, though 2/2/2 tops the test column
+
+
+def test_event_sweep_gives_f4_with_the_test_splits_wilson_intervals(tmp_path) -> None:
+    """N-MNIST-like rows (100 test recordings): F4, not F1, with Wilson intervals computed for
+    n = 100 (0.91 -> [83.8, 95.2] by hand: centre (0.91 + 0.0192) / 1.0384 = 0.8948, half-width
+    1.96 * sqrt(0.91 * 0.09 / 100 + 0.000096) / 1.0384 = 0.0571), in
+    findings.json and the page."""
+    rows = [_row("1/1/16", s, a) for s, a in enumerate((0.90, 0.91, 0.92))]
+    rows += [_row("1/16/1", s, a) for s, a in enumerate((0.50, 0.52, 0.51))]
+    for row in rows:
+        row["samples"] = {"train": 900, "val": 100, "test": 100}
+        row["_firing_rates"] = []
+    report = Report(rows, {"base": {"model": "small_convnet", "dataset": "nmnist", "epochs": 4}})
+    (f4,) = report.paper_findings()
+    assert f4.key == "F4" and f4.verdict.startswith("supported: 1/1/16 ahead by 40.00 points")
+    assert "1/1/16 [83.8, 95.2]" in f4.measured
+    assert f4.setting.startswith("small_convnet, nmnist, 4 epochs; budget 16, b_w = 1")
+    report.write(tmp_path)
+    import json
+
+    assert json.loads((tmp_path / "findings.json").read_text())[0]["verdict"] == f4.verdict
+    page = (tmp_path / "report.html").read_text()
+    assert "F4: event data needs time steps" in page and "1/1/16 [83.8, 95.2]" in page

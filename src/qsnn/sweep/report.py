@@ -30,6 +30,7 @@ from ..allocation import Bits
 from ..io import read_json_object, write_text_atomic
 from ..train.config import RESUMABLE_FIELDS, TrainConfig, settings_key
 from .figures import FigureFile, write_figures
+from .findings import Finding, compare_seeds, paper_findings
 
 __all__ = ["Report", "build_report", "collect_runs", "rows_from_results"]
 
@@ -241,8 +242,9 @@ class Report:
                     "seeds": len(runs),
                     "acc": acc,
                     "acc_std": acc_sd,
-                    "acc_min": _extreme(min, [r["test_acc_best"] for r in runs]),
-                    "acc_max": _extreme(max, [r["test_acc_best"] for r in runs]),
+                    "acc_values": [
+                        r["test_acc_best"] for r in runs if r["test_acc_best"] is not None
+                    ],
                     "acc_last": last,
                     "acc_last_std": last_sd,
                     "val": val,
@@ -394,6 +396,17 @@ class Report:
             lines += ["", _other_runs_note(self.other_runs, self.settings.get("base", {}))]
         lines += ["", "## Findings", ""]
         lines += [f"- {sentence}" for sentence in self.findings()]
+        paper = self.paper_findings()
+        if paper:
+            lines += ["", "## The paper's findings, measured", ""]
+            lines += [
+                "Verdicts computed from the rows above by `qsnn.sweep.findings` (beyond the seed "
+                "spread: every seed of the leader above every seed of the other and the gap "
+                "above twice the larger std; small test splits also get Wilson 95 % intervals).",
+                "",
+            ]
+            for f in paper:
+                lines += [f.markdown(), ""]
         if figures:
             lines += ["", "## Figures"]
         for fig in figures:
@@ -457,15 +470,10 @@ class Report:
         for budget, group in sorted(by_budget.items()):
             if len(group) < 2:
                 continue
-            ranked = sorted(group, key=lambda r: -_nan_low(r["acc"]))
-            top, low = ranked[0], ranked[-1]
-            out.append(
-                f"Budget {budget}: best {top['bits']} ({_pm(top['acc'], top['acc_std'])} %) vs "
-                f"worst {low['bits']} ({_pm(low['acc'], low['acc_std'])} %): "
-                + _compare(top, low)
-                + "."
-            )
-            out += _spike_bits_vs_time(group)
+            ranked = sorted((r for r in group if r["acc_values"]), key=lambda r: -r["acc"])
+            if len(ranked) >= 2:
+                out.append(f"Budget {budget}, best test row against worst: "
+                           + _compare(ranked[0], ranked[-1]) + ".")  # fmt: skip
             e_conv = [r for r in group if r["energy_conventional_uj"]]
             if len(e_conv) >= 2:
                 lo = min(e_conv, key=lambda r: r["energy_conventional_uj"])
@@ -480,6 +488,30 @@ class Report:
                     f"spike and weight widths, so it favours multi-bit spikes that fire less."
                 )
         return out
+
+    def paper_findings(self) -> list[Finding]:
+        """The paper's findings (F1-F4) these rows speak to, with verdicts computed by
+        :mod:`qsnn.sweep.findings` (F4 instead of F1 on event data, with the test split's
+        Wilson intervals; F2 from the spiking layers' firing rates only)."""
+        base = self.settings.get("base") or {}
+        dataset = base.get("dataset", "")
+        try:
+            from ..data.registry import dataset_spec
+
+            events = dataset_spec(dataset).kind == "events"
+        except (ValueError, KeyError, TypeError):
+            events = str(dataset).startswith("tonic:")
+        sizes = {(r.get("samples") or {}).get("test") for r in self.rows} - {None}
+        rates = {r["bits"]: dict(r["firing_rates"]) for r in self.summary if r["firing_rates"]}
+        epochs = f"{base['epochs']} epochs" if base.get("epochs") else None
+        context = ", ".join(p for p in (base.get("model"), dataset, epochs) if p)
+        return paper_findings(
+            self.rows,
+            events=events,
+            test_size=sizes.pop() if len(sizes) == 1 else None,
+            spiking_rates=rates,
+            context=context,
+        )
 
     # -- files ------------------------------------------------------------------------------
     def write(self, out_dir: str | os.PathLike) -> list[Path]:
@@ -508,6 +540,12 @@ class Report:
             written += [out / f.png, out / f.pdf]
         md = self.markdown(figures)
         written.append(write_text_atomic(out / "report.md", md))
+        written.append(
+            write_text_atomic(
+                out / "findings.json",
+                json.dumps([f.as_dict() for f in self.paper_findings()], indent=2) + "\n",
+            )
+        )
         page = _html(self, out, figures)
         if page is not None:
             written.append(write_text_atomic(out / "report.html", page))
@@ -623,47 +661,8 @@ def _pm(mean: float, std: float) -> str:
 
 
 def _compare(a: dict[str, Any], b: dict[str, Any]) -> str:
-    """How far ``a``'s accuracy is ahead of ``b``'s, judged against the spread over seeds."""
-    gap = 100 * (a["acc"] - b["acc"])
-    text = f"{a['bits']} ahead by {gap:.2f} points"
-    if min(a["seeds"], b["seeds"]) < 2:
-        return text + " (one seed: no seed spread measured, so no verdict)"
-    spread = 100 * max(a["acc_std"], b["acc_std"])
-    apart = a["acc_min"] > b["acc_max"]
-    beyond = apart and gap > 2 * spread
-    return text + (
-        f", {'beyond' if beyond else 'within'} the seed spread (largest std {spread:.2f}; "
-        f"worst seed of {a['bits']} {100 * a['acc_min']:.2f} vs best seed of {b['bits']} "
-        f"{100 * b['acc_max']:.2f})"
-    )
-
-
-def _spike_bits_vs_time(group: list[dict[str, Any]]) -> list[str]:
-    """The paper's question at one budget: per ``b_w``, all remaining bits in spikes
-    (largest ``b_s``, ``T = 1`` end) against all in time steps (``b_s = 1``, largest ``T``)."""
-    out = []
-    by_w: dict[int, list[dict[str, Any]]] = defaultdict(list)
-    for r in group:
-        by_w[r["b_w"]].append(r)
-    for w, rows in sorted(by_w.items()):
-        rows = [r for r in rows if not math.isnan(r["acc"])]
-        if len(rows) < 2:
-            continue
-        spikes = max(rows, key=lambda r: (r["b_s"], -r["T"]))
-        steps = max(rows, key=lambda r: (r["T"], -r["b_s"]))
-        if spikes is steps or spikes["b_s"] == steps["b_s"]:
-            continue
-        ahead, behind = (spikes, steps) if spikes["acc"] >= steps["acc"] else (steps, spikes)
-        if spikes["acc"] == steps["acc"]:
-            winner = "a tie"
-        else:
-            winner = "spike bits win" if ahead is spikes else "time steps win"
-        out.append(
-            f"Spike bits vs time steps at b_w = {w}, budget {spikes['budget']}: "
-            f"{spikes['bits']} ({_pm(spikes['acc'], spikes['acc_std'])} %) vs {steps['bits']} "
-            f"({_pm(steps['acc'], steps['acc_std'])} %): {winner}, " + _compare(ahead, behind) + "."
-        )
-    return out
+    """``a`` against ``b`` over their seeds, by the rule of :func:`findings.compare_seeds`."""
+    return compare_seeds(a["bits"], a["acc_values"], b["bits"], b["acc_values"]).text()
 
 
 def _inline(text: str) -> str:
@@ -715,6 +714,7 @@ def _html(report: Report, out: Path, figures: Sequence[FigureFile]) -> str | Non
         ],
         other_note=_other_runs_note(report.other_runs, s) if report.other_runs else None,
         findings=report.findings(),
+        paper_findings=report.paper_findings(),
         figures=[
             {
                 "caption": f.caption,
