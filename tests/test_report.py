@@ -103,3 +103,16 @@ def test_event_sweep_gives_f4_with_the_test_splits_wilson_intervals(tmp_path) ->
     assert json.loads((tmp_path / "findings.json").read_text())[0]["verdict"] == f4.verdict
     page = (tmp_path / "report.html").read_text()
     assert "F4: event data needs time steps" in page and "1/1/16 [83.8, 95.2]" in page
+
+
+def test_header_names_the_level_step_and_batch_norm_statistics() -> None:
+    rows = [_row("1/4/1", 0, 0.70)]
+    old = {"model": "small_convnet", "dataset": "cifar10", "bits": "1/4/1"}  # before issue 12
+    header = dict(Report(rows, {"base": old}).header())
+    assert header["neuron"].startswith("level step fixed, θ = 1.0, θ not learned")
+    assert header["batch norm"] == "training's running averages (no re-estimation)"
+    new = {**old, "precise_bn": 2048,
+           "model_options": {"neuron": {"level_scale": "data", "learn_theta": True}}}  # fmt: skip
+    header = dict(Report(rows, {"base": new}).header())
+    assert header["neuron"] == "level step data, learned θ"
+    assert header["batch norm"] == "re-estimated on 2048 training images before each evaluation"

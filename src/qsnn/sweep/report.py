@@ -340,6 +340,7 @@ class Report:
             recipe.append("augmentation on" if s.get("augment") else "no augmentation")
             recipe.append(f"precision {s.get('precision', 'auto')}")
             out.append(("recipe", ", ".join(recipe)))
+            out += _neuron_lines(s)
         data = s.get("dataset", "?")
         samples = _distinct(r.get("samples") for r in runs)
         if len(samples) == 1:
@@ -590,6 +591,30 @@ def _unfinished(settings: dict[str, Any], summary: list[dict[str, Any]]) -> str:
         elif isinstance(seeds, int) and done[key] < seeds:
             missing.append(f"{key} ({done[key]} of {seeds} seeds)")
     return f"; not finished: {', '.join(missing)}" if missing else ""
+
+
+def _neuron_lines(base: dict[str, Any]) -> list[tuple[str, str]]:
+    """The neuron's level step and the batch-norm statistics the sweep's runs used, read from
+    the saved config as :meth:`TrainConfig.from_dict` resolves it (a config saved before level
+    scales describes the fixed ``θ = 1`` neuron and running BN statistics of that time)."""
+    try:
+        config = TrainConfig.from_dict(base)
+    except (ValueError, TypeError, KeyError):
+        return []
+    neuron = dict((config.model_options or {}).get("neuron") or {})
+    step = neuron.pop("level_scale", None)
+    text = f"level step {step}" if step else "level step: the model's default"
+    if "theta" in neuron or step == "fixed":
+        text += f", θ = {neuron.pop('theta', 1.0)}"  # SpikeNeuron's default θ
+    if "learn_theta" in neuron:
+        text += ", learned θ" if neuron.pop("learn_theta") else ", θ not learned"
+    text += "".join(f", {k} = {v}" for k, v in sorted(neuron.items()))
+    bn = (
+        f"re-estimated on {config.precise_bn} training images before each evaluation"
+        if config.precise_bn
+        else "training's running averages (no re-estimation)"
+    )
+    return [("neuron", text), ("batch norm", bn)]
 
 
 def _distinct(values) -> list[dict[str, Any]]:
