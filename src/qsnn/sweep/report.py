@@ -19,7 +19,6 @@ import os
 import re
 import statistics
 import struct
-import subprocess
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -29,6 +28,7 @@ from typing import Any
 from ..allocation import Bits
 from ..io import read_json_object, write_text_atomic
 from ..train.config import RESUMABLE_FIELDS, TrainConfig, settings_key
+from ..train.environment import qsnn_version
 from .figures import FigureFile, write_figures
 from .findings import Finding, compare_seeds, paper_findings
 
@@ -364,7 +364,7 @@ class Report:
             (
                 "qsnn",
                 (f"runs trained with {', '.join(version)}; " if version else "")
-                + f"report built with {_qsnn_version()}",
+                + f"report built with {qsnn_version()}",
             )
         )
         if self.source:
@@ -636,24 +636,6 @@ def _env_text(env: dict[str, Any]) -> str:
         parts.append(str(env["precision"]))
     parts += [f"{k} {env[k]}" for k in ("torch", "python") if env.get(k)]
     return ", ".join(parts)
-
-
-def _qsnn_version() -> str:
-    """``qsnn <version>`` plus the git commit of the checkout it runs from, when it is one."""
-    from .. import __version__
-
-    here = Path(__file__).resolve().parent
-    try:
-        commit = subprocess.run(
-            ["git", "-C", str(here), "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=False,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        commit = ""
-    return f"qsnn {__version__}" + (f" (commit {commit})" if commit else "")
 
 
 def _mean_rates(per_run: list[list[tuple[str, float]]]) -> list[tuple[str, float]]:

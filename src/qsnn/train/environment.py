@@ -11,6 +11,7 @@ to the ``torchrun`` worker process (a sweep trains several runs on it).
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 from collections.abc import Iterator
@@ -82,6 +83,26 @@ def process_settings() -> Iterator[None]:
         if cuda_device is not None:
             torch.cuda.set_device(cuda_device)
         restore_rng(rng)
+
+
+@functools.cache
+def qsnn_version() -> str:
+    """``qsnn <version>`` plus the git commit of the checkout it runs from, when it is one
+    (recorded with every run, so a report can say which code trained its rows)."""
+    import subprocess
+    from pathlib import Path
+
+    from .. import __version__
+
+    here = Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(here), "rev-parse", "--short", "HEAD"],
+            capture_output=True, text=True, timeout=5, check=False,
+        ).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    return f"qsnn {__version__}" + (f" (commit {commit})" if commit else "")
 
 
 def launch_rank() -> tuple[int, int]:

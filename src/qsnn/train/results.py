@@ -16,7 +16,7 @@ from torch import Tensor
 from ..data import DataSplits, raw_input_bits
 from ..io import write_json_atomic
 from .config import TrainConfig
-from .environment import TrainEnv
+from .environment import TrainEnv, qsnn_version
 from .run import RESULT
 from .state import RunState
 
@@ -71,6 +71,7 @@ def finish(
             "test": len(data.test),
         },
         "environment": {
+            "qsnn": qsnn_version(),
             "torch": torch.__version__,
             "python": platform.python_version(),
             "device": str(env.device),
