@@ -133,8 +133,8 @@ def test_unknown_format_and_event_runs_refused(run: Path, loaded, tmp_path: Path
     from qsnn.export import export_run
     from qsnn.export.onnx_format import save_onnx
 
-    with pytest.raises(ValueError, match="unknown export format 'nir'"):
-        export_run(run, "nir")
+    with pytest.raises(ValueError, match="unknown export format 'tflite'"):
+        export_run(run, "tflite")
     model = loaded[0]
     info = {"input": {"kind": "events"}, "config": {"dataset": "dvs_gesture"}, "model_args": {}}
     with pytest.raises(ValueError, match="ONNX export supports models of static image datasets"):
@@ -203,10 +203,10 @@ def test_cli_export_errors_are_one_line(run: Path, tmp_path: Path, capsys) -> No
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "is not a qsnn run directory" in err[0]
     with pytest.raises(SystemExit) as stop:  # argparse's own one line
-        cli.main(["export", str(run), "--format", "nir"])
+        cli.main(["export", str(run), "--format", "tflite"])
     assert stop.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "invalid choice: 'nir'" in err[0]
+    assert len(err) == 1 and "invalid choice: 'tflite'" in err[0]
     assert cli.main(["export", str(run), "--format", "onnx", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "is a directory, not a file" in err[0]
