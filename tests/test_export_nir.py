@@ -281,6 +281,37 @@ def test_residual_nets_agree(name: str, kwargs: dict, node: str, digits: torch.T
     torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize(
+    ("name", "kwargs"),
+    [("small_convnet", {}), ("sew_resnet18", {"widths": (4, 4, 8, 8)})],  # max-pooled spikes
+)
+def test_max_pool_of_binary_spikes_is_an_or(name: str, kwargs: dict, digits: torch.Tensor) -> None:
+    """max over a window of theta z (z in {0, 1}) is theta OR(z): SumPool2d into an IF gate
+    with threshold 0.5; same logits as qsnn's max pool."""
+    from qsnn.export.nir_format import nir_run, to_nir
+
+    model = _random_bn(
+        create_model(name, bits="4/1/2", num_classes=10, in_channels=1, img_size=8, **kwargs)
+    )
+    graph = to_nir(model)
+    kinds = [type(n).__name__ for n in graph.nodes.values()]
+    assert "SumPool2d" in kinds
+    with torch.no_grad():
+        ref, got = model(digits), nir_run(graph)(digits)
+    assert ref.std() > 0
+    torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-5)
+
+
+def test_max_pool_of_values_that_are_not_spikes_is_refused() -> None:
+    import nir
+
+    from qsnn.export.nir_format import _Builder, _Ref
+
+    builder = _Builder(nir, 1e-4)
+    with pytest.raises(ValueError, match="max-pools values that are not binary spikes"):
+        builder.max_pool(_Ref("input", (2, 4, 4)), nn.MaxPool2d(2), "pool")
+
+
 def test_integrate_and_fire_and_reset_potential(mlp_name: str, digits: torch.Tensor) -> None:
     """tau = 1 becomes NIR's IF; a non-zero v_reset is carried over."""
     from qsnn.export.nir_format import nir_run, to_nir
@@ -305,8 +336,6 @@ def test_integrate_and_fire_and_reset_potential(mlp_name: str, digits: torch.Ten
             "2-bit spikes (b_s = 2); NIR's neurons emit binary spikes and NIR "
             "has no multi-bit spike node",
         ),
-        ("small_convnet", "4/1/2", {}, "is a max pool (MaxPool2d); NIR has no max-pooling node"),
-        ("sew_resnet18", "4/1/2", {"widths": (8, 8, 8, 8)}, "max pool"),
         (NAME, "4/1/4", {"neuron": {"reset": "soft"}}, "resets by subtraction"),
         ("spikformer_2_384_cifar", "4/1/2", {}, "self-attention multiplies two spike tensors"),
     ],

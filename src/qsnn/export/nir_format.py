@@ -28,7 +28,10 @@ against ``forward`` by ``check_stages`` first):
   ``theta z``, so the ``theta`` of the neuron feeding a layer is multiplied into that layer's
   weights (pools and flatten are linear and carry it through).
 - ``AvgPool2d`` for average pooling (``AdaptiveAvgPool2d`` when the map divides evenly),
-  ``Flatten`` (NIR dims exclude the batch: ``start_dim = 0``).
+  ``Flatten`` (NIR dims exclude the batch: ``start_dim = 0``). Max pooling of binary spikes
+  (``small_convnet``, the ImageNet-stem SEW-ResNets) is the OR of each window: a ``SumPool2d``
+  (the window's spike count) into an ``IF`` node with ``v_threshold = 0.5`` and
+  ``v_reset = 0``, exact for the same reason as the OR below.
 - Residual sums on a membrane (ResNet-19's ``sn(bn(conv(x)) + shortcut(x))``): both branches
   are edges into the neuron node, which NIR sums. An identity shortcut is a 1x1 ``Conv2d`` of
   weight ``theta I`` (the spikes times their step, exactly).
@@ -42,7 +45,8 @@ against ``forward`` by ``check_stages`` first):
 
 What NIR cannot express is refused with a ``ValueError`` naming the reason: multi-bit spikes
 (``b_s > 1``: NIR's neurons emit binary events, it has no multi-level spike node), soft
-(subtractive) reset (NIR neurons reset to ``v_reset``), max pooling (no NIR node), stateless
+(subtractive) reset (NIR neurons reset to ``v_reset``), max pooling of anything but binary
+spikes (NIR has no max-pooling node), stateless
 level quantizers and models without declared stages (Spikformer's spiking self-attention
 multiplies two spike tensors; no NIR node computes that).
 
@@ -191,12 +195,10 @@ class _Builder:
         return _Ref(self.add("affine", self.nir.Affine(weight=eye, bias=zeros), x), x.shape)
 
     def pool(self, x: _Ref, pool: nn.Module, where: str) -> _Ref:
-        """Average pooling as NIR's ``AvgPool2d``; max pooling refused."""
+        """Average pooling as NIR's ``AvgPool2d``; max pooling of binary spikes as their OR
+        (:meth:`max_pool`); any other max pool refused."""
         if isinstance(pool, (nn.MaxPool2d, nn.AdaptiveMaxPool2d)):
-            raise ValueError(
-                f"NIR export: {where} is a max pool ({type(pool).__name__}); NIR has "
-                "no max-pooling node (only SumPool2d and AvgPool2d)"
-            )
+            return self.max_pool(x, pool, where)
         chans, height, width = x.shape
         if isinstance(pool, nn.AdaptiveAvgPool2d):
             oh, ow = (
@@ -237,6 +239,40 @@ class _Builder:
             (width + 2 * padding[1] - kernel[1]) // stride[1] + 1,
         )
         return _Ref(self.add("avgpool", node, x), out, x.scale, x.spikes)
+
+    def max_pool(self, x: _Ref, pool: nn.Module, where: str) -> _Ref:
+        """Max pooling of binary spikes ``theta z`` (``z`` in {0, 1}) is ``theta`` times the OR
+        of each window: a ``SumPool2d`` (the window's spike count) into an ``IF`` node with
+        threshold 0.5 that resets to 0, so it fires exactly when the count is >= 1 and keeps
+        no state. NIR has no max-pooling node, so anything else is refused."""
+        if not x.spikes:
+            raise ValueError(
+                f"NIR export: {where} max-pools values that are not binary spikes; NIR has no "
+                "max-pooling node (only the max of binary spikes, an OR, is exact)"
+            )
+        if isinstance(pool, nn.AdaptiveMaxPool2d) or pool.ceil_mode or _pair(pool.dilation) != (
+            1, 1,
+        ):  # fmt: skip
+            raise ValueError(
+                f"NIR export: {where} ({pool}) pools over windows NIR's SumPool2d does not "
+                "(adaptive, ceil_mode or dilation)"
+            )
+        kernel = _pair(pool.kernel_size)
+        stride = _pair(pool.stride if pool.stride is not None else pool.kernel_size)
+        padding = _pair(pool.padding)  # max pads with -inf, the sum with 0: same OR for z >= 0
+        node = self.nir.SumPool2d(
+            kernel_size=np.array(kernel), stride=np.array(stride), padding=np.array(padding)
+        )
+        chans, height, width = x.shape
+        out = (
+            chans,
+            (height + 2 * padding[0] - kernel[0]) // stride[0] + 1,
+            (width + 2 * padding[1] - kernel[1]) // stride[1] + 1,
+        )
+        counts = _Ref(self.add("sumpool", node, x), out)
+        full = np.ones(out, dtype=np.float64)
+        gate = self.nir.IF(r=full / self.dt, v_threshold=full * 0.5, v_reset=full * 0.0)
+        return _Ref(self.add("or", gate, counts), out, x.scale, True)
 
     def flatten(self, x: _Ref) -> _Ref:
         node = self.nir.Flatten(input_type={"input": np.array(x.shape)}, start_dim=0, end_dim=-1)
@@ -606,6 +642,22 @@ class _NIRAvgPool2d(nn.Module):
         return F.avg_pool2d(x, *self.args)
 
 
+class _NIRSumPool2d(nn.Module):
+    """NIR ``SumPool2d``: the sum over each window (zero padding)."""
+
+    def __init__(self, node: Any) -> None:
+        super().__init__()
+        self.args = tuple(
+            tuple(int(v) for v in np.broadcast_to(np.ravel(a), (2,)))
+            for a in (node.kernel_size, node.stride, node.padding)
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        kernel, stride, padding = self.args
+        ones = x.new_ones(x.shape[1], 1, *kernel)
+        return F.conv2d(x, ones, None, stride, padding, 1, x.shape[1])
+
+
 class _NIRFlatten(nn.Module):
     """NIR ``Flatten`` (dims counted without the batch, which comes first here)."""
 
@@ -658,6 +710,7 @@ def node_map(dt: float = DT) -> dict[type, Callable[[Any], nn.Module]]:
         nir.Linear: lambda n: _NIRAffine(n.weight, None),
         nir.Conv2d: _NIRConv2d,
         nir.AvgPool2d: _NIRAvgPool2d,
+        nir.SumPool2d: _NIRSumPool2d,
         nir.Flatten: _NIRFlatten,
         nir.IF: lambda n: _NIRSpiking(n, dt, leaky=False),
         nir.LIF: lambda n: _NIRSpiking(n, dt, leaky=True),
