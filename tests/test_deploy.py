@@ -633,23 +633,23 @@ def test_cifar10_agreement(bits, tmp_path_factory):
     assert report.within_tolerance, report.summary()
 
 
-def test_verify_says_what_it_runs_and_how_far_it_is(monkeypatch, caplog):
+def test_verify_says_what_it_runs_and_how_far_it_is():
     """Issue 18: verify is not silent for its 15-30 s; a stage line, then one line per
-    PROGRESS_EVERY seconds (0 here: every batch after the first) with the agreement so far."""
-    import importlib
-    import logging
+    progress interval (0 here: every batch) with the agreement so far."""
+    import io
 
-    verify_module = importlib.import_module("qsnn.deploy.verify")  # the module, not the function
-    monkeypatch.setattr(verify_module, "PROGRESS_EVERY", 0.0)
+    from qsnn._progress import Progress
+
     model = _randomise_bn(create_model("small_convnet", bits="2/2/2", in_channels=3, img_size=8,
                                        widths=(8, 16, 16, 16, 16)))
     program = convert(model, mean=MEAN, std=STD)
-    with caplog.at_level(logging.INFO, logger="qsnn.deploy.verify"):
-        report = verify(model, program, _data(), batch_size=16)
-    lines = [r.getMessage() for r in caplog.records]
+    stream = io.StringIO()
+    report = verify(model, program, _data(), batch_size=16,
+                    progress=Progress("verify", stream=stream, every=0))
+    lines = stream.getvalue().splitlines()
     assert lines[0] == ("verify: 64 samples through the float model and, bit-serially, the "
                         "integer program")
     assert [line.split(",")[0] for line in lines[1:]] == [
-        f"verify: {k} of 64 samples" for k in (16, 32, 48)]
-    assert all("predictions agree on 100.00% so far" in line for line in lines[1:])
+        f"verify: compared {k} of 64 samples" for k in (16, 32, 48, 64)]
+    assert all(", 100.00% agree so far" in line for line in lines[1:])
     assert report.agreement == 1.0

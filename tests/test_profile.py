@@ -857,20 +857,22 @@ def test_profile_restores_training_mode():
     assert all(m.training for m in model.modules())
 
 
-def test_a_long_trace_reports_progress(caplog, monkeypatch):
-    """With the progress interval at 0, every weight layer of a trace logs one line, counting
-    up to the model's number of conv/linear layers (small_convnet: 5 convs and a head)."""
-    import logging
+def test_a_long_trace_reports_progress(capsys):
+    """With the progress interval at 0, every weight layer of a trace writes one line,
+    counting up to the model's number of conv/linear layers (small_convnet: 5 convs and a
+    head); without ``progress=`` a trace writes nothing."""
+    import io
 
-    from qsnn.metrics import tracker
+    from qsnn._progress import Progress
     from qsnn.models import create_model
 
-    monkeypatch.setattr(tracker, "PROGRESS_EVERY", 0.0)
     model = create_model("small_convnet", bits="4/2/2", num_classes=5, img_size=16,
                          widths=(8, 16, 16, 16, 16))  # fmt: skip
-    with caplog.at_level(logging.INFO, logger="qsnn.metrics.tracker"):
-        profile(model, torch.rand(2, 3, 16, 16))
-    lines = [r.getMessage() for r in caplog.records if r.name == "qsnn.metrics.tracker"]
+    stream = io.StringIO()
+    profile(model, torch.rand(2, 3, 16, 16), progress=Progress("profile", stream=stream, every=0))
+    lines = [line for line in stream.getvalue().splitlines() if "weight-layer calls" in line]
     assert len(lines) == 6
-    assert lines[0].startswith("profile: 1 weight-layer calls traced (the model has 6 weight")
-    assert lines[-1].startswith("profile: 6 weight-layer calls traced")
+    assert lines[0].startswith("profile: traced 1 weight-layer calls, the model has 6 weight")
+    assert lines[-1].startswith("profile: traced 6 weight-layer calls")
+    profile(model, torch.rand(2, 3, 16, 16))
+    assert capsys.readouterr().err == ""

@@ -236,11 +236,13 @@ def _cmd_profile(args: argparse.Namespace) -> int:
     from .metrics import profile
     from .models import create_model
 
-    _setup_logging()  # progress lines of long traces, data loading
+    report = _progress(args, "profile")
 
     if args.json:
         _writable_file(args.json, "--json")
-    model = create_model(args.model, bits=args.bits, **_model_shape(args))
+    with torch.random.fork_rng(devices=[]):  # --seed fixes the weights: the same table each run
+        torch.manual_seed(args.seed)
+        model = create_model(args.model, bits=args.bits, **_model_shape(args))
     channels, height, width = model.input_size
     gen = torch.Generator().manual_seed(args.seed)
     if args.time_major:
@@ -254,6 +256,7 @@ def _cmd_profile(args: argparse.Namespace) -> int:
         example,
         counting=args.counting,
         input_bits=None if args.time_major else args.input_bits,
+        progress=report,
     )
     if args.json:
         from .io import write_json_atomic
@@ -267,6 +270,40 @@ def _cmd_profile(args: argparse.Namespace) -> int:
     if args.json:
         print(f"wrote {args.json}")
     return 0
+
+
+def _progress(args: argparse.Namespace, command: str):
+    """The progress of a long command on stderr (``qsnn._progress``) and its log lines (data
+    loading, kernel compiling); ``--no-progress`` silences both (warnings and errors stay)."""
+    from ._progress import Progress
+
+    quiet = bool(getattr(args, "no_progress", False))
+    _setup_logging(verbose=not quiet)
+    return Progress(command, enabled=not quiet)
+
+
+class _CountedSplit:
+    """A dataset split whose ``batches()`` are counted on a ``Progress`` (for
+    ``qsnn.train.evaluate``, which takes no progress argument of its own); every other
+    attribute is the split's."""
+
+    def __init__(self, split: Any, progress: Any, what: str) -> None:
+        self._split, self._progress, self._what = split, progress, what
+
+    def batches(self, *args: Any, **kwargs: Any) -> Any:
+        batches = self._split.batches(*args, **kwargs)
+        return self._progress.track(batches, len(batches), "batches", self._what)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._split, name)
+
+
+def _add_progress_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--no-progress", action="store_true",
+        help="no progress on stderr (stage lines, counts with time left, tqdm bars, notes); "
+        "stdout is the same either way",
+    )  # fmt: skip
 
 
 def _setup_logging(verbose: bool = True) -> None:
@@ -332,14 +369,15 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from .metrics import profile
     from .train import evaluate, load_run
 
-    _setup_logging()  # progress lines of long traces, data loading
+    report = _progress(args, "eval")
 
     model, config, data = load_run(args.run_dir, which=args.which, data_root=args.data_root)
     if args.time_steps is not None:
         if not hasattr(model, "set_bits"):
             raise ValueError("this model cannot change its number of time steps")
         model.set_bits(model.bits.replace(t=args.time_steps), config.overrides)
-    test = evaluate(model, data.test, batch_size=256)
+    report.stage(f"test accuracy on {len(data.test)} samples")
+    test = evaluate(model, _CountedSplit(data.test, report, "evaluated"), batch_size=256)
     print(
         f"{args.run_dir}: {config.model} on {config.dataset} at {model.bits}: test accuracy "
         f"{100 * test['acc']:.2f}% on {test['n']} samples ({args.which} weights, float32)"
@@ -352,6 +390,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         max_batches=args.batches,
         input_bits=raw_input_bits(data.test.kind),
         input_normalization=data.test.normalization,
+        progress=report,
     )
     print(result.table())
     return 0
@@ -483,7 +522,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 def _cmd_hw(args: argparse.Namespace) -> int:
     from .hardware import Accelerator, estimate_model
 
-    _setup_logging()  # progress lines of long traces, data loading
+    progress = _progress(args, "hw")
 
     accel = Accelerator()
     if args.array:
@@ -493,8 +532,11 @@ def _cmd_hw(args: argparse.Namespace) -> int:
     if args.json and args.json != "-":
         _writable_file(args.json, "--json")
     shape = _model_shape(args)
-    reports = [estimate_model(args.model, b.strip(), accel=accel, **shape)
-               for b in args.bits.split(",")]
+    bits = [b.strip() for b in args.bits.split(",")]
+    for b in bits:  # every allocation checked before the first is traced
+        Bits.parse(b)
+    reports = [estimate_model(args.model, b, accel=accel, progress=progress, **shape)
+               for b in bits]  # fmt: skip
     if args.json == "-":
         print(
             json.dumps(
@@ -533,7 +575,7 @@ def _cmd_deploy(args: argparse.Namespace) -> int:
     from .deploy import convert
     from .train import load_run
 
-    _setup_logging()  # progress lines of long traces, data loading
+    report = _progress(args, "deploy")
 
     if args.out:
         (_writable_file if args.out.endswith(".npz") else _writable_dir)(args.out, "--out")
@@ -541,7 +583,8 @@ def _cmd_deploy(args: argparse.Namespace) -> int:
     test = data.test
     if test.kind != "static":
         raise ValueError(f"qsnn deploy supports static image datasets; {test.name} is {test.kind}")
-    program = convert(model, mean=test.mean, std=test.std, input_size=test.sample_shape)
+    program = convert(model, mean=test.mean, std=test.std, input_size=test.sample_shape,
+                      progress=report)  # fmt: skip
     program.source.update(run_dir=str(args.run_dir), dataset=config.dataset, weights=args.which)
     path = program.save(Path(args.out) if args.out else Path(args.run_dir) / "deploy")
     print(program.summary())
@@ -554,7 +597,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 
     from .deploy import load_program, verify_run
 
-    _setup_logging()  # progress lines of long traces, data loading
+    progress = _progress(args, "verify")
 
     if args.json:
         _writable_file(args.json, "--json")
@@ -569,6 +612,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         limit=args.limit,
         bitserial=not args.dense,
         data_root=args.data_root,
+        progress=progress,
     )
     source = f"stored program {stored}" if use_stored else "program converted now"
     print(f"{args.run_dir} ({source}): {report.summary()}")
@@ -662,8 +706,9 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
         action="store_true",
         help="feed [T, B, C, H, W] event frames instead of a static image",
     )
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the weights and the input")
     p.add_argument("--json", help="also write the profile to this JSON file")
+    _add_progress_flag(p)
     p.set_defaults(func=_cmd_profile)
 
     p = sub.add_parser("train", help="train a model at one allocation")
@@ -737,6 +782,7 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     p.add_argument("--time-steps", type=_count(1), help="evaluate at another T")
     p.add_argument("--which", choices=("best", "last"), default="best")
     p.add_argument("--batches", type=_count(1), default=8, help="test batches for firing rates")
+    _add_progress_flag(p)
     p.set_defaults(func=_cmd_eval)
 
     p = sub.add_parser("models", help="list the registered models")
@@ -762,6 +808,7 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
         metavar="PATH",
         help="print JSON instead of the table, or also write it to PATH",
     )
+    _add_progress_flag(p)
     p.set_defaults(func=_cmd_hw)
 
     p = sub.add_parser("deploy", help="convert a trained run into an integer program (.npz)")
@@ -769,6 +816,7 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     _add_data_root(p)
     p.add_argument("--out", help="output folder or .npz (default RUN_DIR/deploy)")
     p.add_argument("--which", choices=("best", "last"), default="best")
+    _add_progress_flag(p)
     p.set_defaults(func=_cmd_deploy)
 
     p = sub.add_parser("verify", help="run the integer program on the test set, compare")
@@ -786,6 +834,7 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
         help="exit 1 below this prediction agreement (default 0.995)",
     )
     p.add_argument("--json", help="also write the report to this JSON file")
+    _add_progress_flag(p)
     p.set_defaults(func=_cmd_verify)
 
     p = sub.add_parser(

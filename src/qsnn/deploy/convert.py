@@ -53,6 +53,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .._progress import Progress, resolve
 from ..level_scale import LevelScale
 from ..neurons import QuantActivation, SpikeNeuron
 from ..quant import QuantConv2d, QuantLinear, weight_qmax
@@ -540,6 +541,7 @@ def convert(
     std: tuple[float, ...] | None = None,
     input_size: tuple[int, int, int] | None = None,
     check: bool = True,
+    progress: Progress | bool | None = None,
 ) -> IntegerProgram:
     """The integer program of a trained ``model`` (evaluation semantics: batch-norm running
     statistics).
@@ -552,6 +554,8 @@ def convert(
         input_size: ``(C, H, W)`` of the uint8 input (default ``model.input_size``).
         check: first confirm with ``qsnn.models.stages.check_stages`` (two random images)
             that the declared stages compute what ``model.forward`` computes.
+        progress: a ``qsnn._progress.Progress`` (or ``True``) to say on stderr that the
+            conversion runs, once the model is known to be convertible; default: quiet.
 
     Raises ``ValueError`` for a model that cannot be deployed, naming the layer, and for a
     model with a non-finite parameter or buffer, naming the first (e.g.
@@ -566,10 +570,14 @@ def convert(
     for name, module in model.named_modules():
         names.setdefault(id(module), name)
     conv = _Converter(size, mean, std, names)
+    report = resolve(progress, "convert")
+    what = f"converting {type(model).__name__} into an integer program"
     with torch.no_grad():
         declared = getattr(model, "stages", None)
         if callable(declared):
             stages = declared()  # a model that cannot be deployed raises ValueError here
+            # Said after the checks above: bad input is one error line, with no stage before it.
+            report.stage(f"{what} ({len(stages)} stages)")
             if check:
                 from ..models.stages import check_stages
 
@@ -579,6 +587,7 @@ def convert(
             for stage in stages:
                 conv.stage(stage)
         else:
+            report.stage(what)
             conv.leaves(_sequential_leaves(model))
     layers = conv.finish()
     channels = int(size[0])

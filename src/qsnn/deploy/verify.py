@@ -15,15 +15,14 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
 import torch.nn as nn
 
+from .._progress import Progress, resolve
 from ..data import TensorData
-from ..metrics.tracker import PROGRESS_EVERY
 from ..models.layers import SEWAdd
 from ..neurons import SpikeNeuron
 from .convert import convert
@@ -92,11 +91,14 @@ def verify(
     batch_size: int = 64,
     limit: int | None = None,
     bitserial: bool = True,
+    progress: Progress | bool | None = None,
 ) -> VerifyReport:
     """Run ``model`` (float32) and ``program`` on ``data`` (raw uint8 images) and compare.
 
     ``batch_size`` and ``limit`` (the first ``limit`` samples; ``None``: all) must be integers
-    >= 1, and there must be at least one sample to compare.
+    >= 1, and there must be at least one sample to compare. ``progress`` (a
+    ``qsnn._progress.Progress`` or ``True``) reports the samples compared on stderr; default:
+    quiet.
     """
     _check_count("batch_size", batch_size)
     if limit is not None:
@@ -116,16 +118,12 @@ def verify(
     max_err = max_err_exact = max_tol = 0.0
     within = True
     kind = "bit-serially" if bitserial else "densely"
-    log.info("verify: %d samples through the float model and, %s, the integer program", n, kind)
-    started = reported = time.monotonic()
+    report = resolve(progress, "verify")
+    report.stage(f"{n} samples through the float model and, {kind}, the integer program")
+    count = report.counter(n, "samples", "compared")
     try:
         with torch.no_grad():
             for start in range(0, n, batch_size):
-                now = time.monotonic()
-                if start and now - reported >= PROGRESS_EVERY:
-                    reported = now
-                    log.info("verify: %d of %d samples, predictions agree on %.2f%% so far, "
-                             "%.0f s", start, n, 100 * agree / start, now - started)  # fmt: skip
                 raw = data.inputs[start:start + batch_size][: n - start].cpu()
                 labels = data.labels[start:start + len(raw)].cpu()
                 x = data.to_float(raw.to(device))
@@ -150,7 +148,11 @@ def verify(
                     max_err_exact = max(max_err_exact, float(err[same].max()))
                     max_tol = max(max_tol, float(tol.max()))
                     within = within and bool((err[same] <= tol).all())
+                # Short: it is also the postfix of the bar on a terminal.
+                count.advance(len(raw), lambda agree=agree: f"{100 * agree / count.done:.2f}% "
+                              "agree so far")  # fmt: skip
     finally:
+        count.close()
         for handle in handles:
             handle.remove()
     bound = max(layer.membrane_bound for layer in program.layers
@@ -173,20 +175,24 @@ def verify_run(
     limit: int | None = None,
     bitserial: bool = True,
     data_root: str | os.PathLike | None = None,
+    progress: Progress | bool | None = None,
 ) -> tuple[VerifyReport, IntegerProgram]:
     """Load a run directory, convert (unless ``program`` is given) and ``verify`` on its test
-    split (read from ``data_root`` instead of the run's saved root when given)."""
+    split (read from ``data_root`` instead of the run's saved root when given); ``progress``
+    as in :func:`verify`, with a line for the conversion."""
     _check_count("batch_size", batch_size)
     if limit is not None:
         _check_count("limit", limit)
     from ..train import load_run
 
+    report = resolve(progress, "verify")
     model, _config, data = load_run(run_dir, which=which, data_root=data_root)  # type: ignore[arg-type]
     test = data.test
     if test.kind != "static":
         raise ValueError(f"qsnn.deploy supports static image datasets; {test.name} is {test.kind}")
     if program is None:
-        program = convert(model, mean=test.mean, std=test.std, input_size=test.sample_shape)
-    report = verify(model, program, test, batch_size=batch_size, limit=limit,
-                    bitserial=bitserial)
-    return report, program
+        program = convert(model, mean=test.mean, std=test.std, input_size=test.sample_shape,
+                          progress=report)  # fmt: skip
+    found = verify(model, program, test, batch_size=batch_size, limit=limit,
+                   bitserial=bitserial, progress=report)  # fmt: skip
+    return found, program

@@ -29,6 +29,7 @@ import torch.nn as nn
 from torch import Tensor
 
 from .._memory import ModelMemoryCheck, at_time_steps
+from .._progress import Progress, resolve
 from .._table import layer_table
 from ..allocation import FLOAT_WEIGHT_BITS, Bits
 from ..bitwidth import declared_weight_bits
@@ -88,12 +89,14 @@ def gemms_from_model(
     *,
     input_bits: int | None = 8,
     time_major: bool | None = None,
+    progress: Progress | None = None,
 ) -> list[GemmShape]:
     """Every multiply-accumulate layer of one forward pass of ``model`` as a ``GemmShape``.
 
     ``T_op`` and ``b_in`` come from the tracker (SPEC §5: a stem computed once has
     ``T_op = 1``, the raw image ``input_bits``). Outputs are charged ``T`` steps of the model's
-    ``b_s`` bits, except the last layer's, which writes 32-bit logits once.
+    ``b_s`` bits, except the last layer's, which writes 32-bit logits once. ``progress``: a
+    line every few seconds of a long trace (none without it).
     """
     time_major = example_input.dim() == 5 if time_major is None else time_major
     steps_in, batch = example_shape(example_input, time_major, "hw")
@@ -103,7 +106,7 @@ def gemms_from_model(
 
     def trace(t_op: Callable[[int], int] | None = None) -> list[GemmShape]:
         records = run_tracked(model, example_input, steps_in, input_bits, measure=False,
-                              time_major=time_major)
+                              time_major=time_major, progress=progress)
         if not records:
             raise ValueError(f"{type(model).__name__} ran no conv, linear or matmul op")
         last = len(records) - 1
@@ -278,11 +281,13 @@ def estimate(
     input_bits: int | None = 8,
     time_major: bool | None = None,
     name: str | None = None,
+    progress: Progress | bool | None = None,
 ) -> HardwareReport:
     """Cycles, latency, fps, bytes and energy of ``model`` on ``accel`` (one sample).
 
     ``example_input`` defaults to one random static image of ``model.input_size`` (a zoo
-    model); the cost does not depend on the values, only on shapes and widths.
+    model); the cost does not depend on the values, only on shapes and widths. ``progress``
+    (a ``qsnn._progress.Progress`` or ``True``) reports the trace on stderr; default: quiet.
     """
     if example_input is None:
         size = getattr(model, "input_size", None)
@@ -291,8 +296,12 @@ def estimate(
                 f"{type(model).__name__} has no input_size: pass example_input [1, C, H, W]"
             )
         example_input = torch.rand(1, *size, generator=torch.Generator().manual_seed(0))
-    gemms = gemms_from_model(model, example_input, input_bits=input_bits, time_major=time_major)
     bits = getattr(model, "bits", None)
+    report = resolve(progress, "hw")
+    report.stage(f"tracing the layers of {name or type(model).__name__}"
+                 + (f" at {bits}" if isinstance(bits, Bits) else ""))  # fmt: skip
+    gemms = gemms_from_model(model, example_input, input_bits=input_bits, time_major=time_major,
+                             progress=report)  # fmt: skip
     return HardwareReport(
         [layer_cost(g, accel) for g in gemms],
         accel,
@@ -309,12 +318,13 @@ def estimate_model(
     num_classes: int | None = None,
     img_size: int | tuple[int, int] | None = None,
     in_channels: int | None = None,
+    progress: Progress | bool | None = None,
     **model_kwargs,
 ) -> HardwareReport:
     """``estimate`` of the registered model ``name`` at ``bits`` (what ``qsnn hw`` and a
-    sweep's fps column use)."""
+    sweep's fps column use); ``progress`` as in :func:`estimate`."""
     from ..models import create_model
 
     model = create_model(name, bits=bits, num_classes=num_classes, img_size=img_size,
                          in_channels=in_channels, **model_kwargs)
-    return estimate(model, accel=accel, name=name)
+    return estimate(model, accel=accel, name=name, progress=progress)

@@ -34,6 +34,7 @@ import torch.nn as nn
 from torch import Tensor
 
 from .._memory import ModelMemoryCheck, time_step_modules
+from .._progress import Progress, resolve
 from .._table import layer_table
 from ..allocation import FLOAT_WEIGHT_BITS, Bits
 from ..bitwidth import declared_weight_bits
@@ -215,6 +216,7 @@ def profile(
     time_steps: int | None = None,
     input_normalization: tuple[Sequence[float], Sequence[float]] | None = None,
     reset: Callable[[nn.Module], object] | None = None,
+    progress: Progress | bool | None = None,
 ) -> Profile:
     """Count the cost of ``model`` on ``example_input`` (SPEC §5). All figures per sample.
 
@@ -245,6 +247,8 @@ def profile(
             ``data``), for a stateful model that keeps membrane potentials between calls;
             default: SpikingJelly's ``functional.reset_net`` when ``model`` contains its
             neurons (``spikingjelly`` modules with a ``reset`` method), else nothing.
+        progress: a ``qsnn._progress.Progress`` (or ``True``) to report the traces and the
+            batches of ``data`` on stderr as they go; default: quiet.
 
     Raises ``ValueError`` for an input with no sample (batch size 0), one the model cannot
     take (smaller than its downsampling allows, another size than its head was built for: the
@@ -275,6 +279,7 @@ def profile(
     steps_in, batch = _input_shape(example_input, time_major, time_steps)
     fits = _memory_check(model, example_input, time_major)
     reset = _default_reset(model) if reset is None else reset
+    report = resolve(progress, "profile")
 
     def trace(x: Tensor, steps: int, measure: bool = True) -> list[OpRecord]:
         if reset is not None:
@@ -287,6 +292,7 @@ def profile(
             measure=measure,
             time_major=time_major,
             input_normalization=input_normalization,
+            progress=report,
         )
         return group_time_loop(records)
 
@@ -295,17 +301,24 @@ def profile(
     try:
         with torch.no_grad():
             fits(example_input)
+            report.stage(f"tracing the ops of {type(model).__name__} on the example input")
             records = trace(example_input, steps_in, measure=data is None)
             source = f"example input ({batch} samples)"
             if data is not None:
                 device = next((p.device for p in model.parameters()), example_input.device)
                 samples = 0
-                for x in _batches(data, max_batches):
-                    x = x.to(device)
-                    t_in, n = _input_shape(x, time_major, time_steps, "profile (a data batch)")
-                    fits(x)
-                    _merge(records, trace(x, t_in))
-                    samples += n
+                size = len(data) if hasattr(data, "__len__") else None
+                total = max_batches if size is None else min(max_batches, size)
+                report.stage(f"firing rates on {total} data batches")
+                with report.counter(total, "batches", "measured") as count:
+                    for x in _batches(data, max_batches):
+                        x = x.to(device)
+                        t_in, n = _input_shape(x, time_major, time_steps,
+                                               "profile (a data batch)")  # fmt: skip
+                        fits(x)
+                        _merge(records, trace(x, t_in))
+                        samples += n
+                        count.advance()
                 if samples == 0:
                     raise ValueError("data yielded no batches to measure firing rates on")
                 source = f"data ({samples} samples)"

@@ -23,7 +23,6 @@ per-layer formulas written here.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
@@ -35,11 +34,10 @@ from torch.utils._pytree import tree_flatten
 from torch.utils.flop_counter import flop_registry
 from torch.utils.weak import WeakTensorKeyDictionary
 
+from .._progress import Progress
 from ..bitwidth import declared_level_step, declared_output_levels, declared_time_steps
 
 log = logging.getLogger(__name__)
-#: Seconds between progress lines of a long trace (a large ``T`` or model on a slow machine).
-PROGRESS_EVERY = 10.0
 
 __all__ = [
     "OpRecord",
@@ -295,6 +293,7 @@ class OpTracker(TorchDispatchMode):
         input_bits: int | None,
         measure: bool = True,
         input_normalization: tuple | None = None,
+        progress: Progress | None = None,
     ) -> None:
         super().__init__()
         self.input_normalization = input_normalization
@@ -314,10 +313,12 @@ class OpTracker(TorchDispatchMode):
         for module in model.modules():
             self._handles.append(module.register_forward_pre_hook(self._enter))
             self._handles.append(module.register_forward_hook(self._leave, always_call=True))
-        # Progress of a long trace: weight layers finished, one log line every PROGRESS_EVERY s.
+        # Progress of a long trace (a large model or T on a slow machine): weight-layer calls
+        # finished, one line every few seconds when ``progress`` is given; no bar, as the trace
+        # is nested in the caller's loop.
         self._weight_layers = sum(isinstance(m, _WEIGHT_LAYERS) for m in model.modules())
-        self._layers_done = 0
-        self._started = self._reported = time.monotonic()
+        self._progress = (None if progress is None or not progress.enabled
+                          else progress.counter(None, "weight-layer calls", "traced", draw=False))
 
     # -- inputs and module hooks ---------------------------------------------------------------
     def mark_input(self, x: Tensor, steps: int) -> None:
@@ -338,18 +339,9 @@ class OpTracker(TorchDispatchMode):
             handle.remove()
 
     def _report_progress(self, name: str) -> None:
-        self._layers_done += 1
-        now = time.monotonic()
-        if now - self._reported >= PROGRESS_EVERY:
-            self._reported = now
-            log.info(
-                "profile: %d weight-layer calls traced (the model has %d weight layers; now in "
-                "%s), %.0f s",
-                self._layers_done,
-                self._weight_layers,
-                name,
-                now - self._started,
-            )
+        if self._progress is not None:
+            self._progress.advance(detail=lambda: f"the model has {self._weight_layers} weight "
+                                   f"layers; now in {name}")  # fmt: skip
 
     def _enter(self, module: nn.Module, args) -> None:
         self._stack.append(self._names.get(module, type(module).__name__))
@@ -563,14 +555,16 @@ def run_tracked(
     *,
     time_major: bool = False,
     input_normalization: tuple | None = None,
+    progress: Progress | None = None,
 ) -> list[OpRecord]:
     """Run ``model(x)`` under an ``OpTracker`` and return its op records.
 
     A model that fails on an input whose sample shape differs from its declared
     ``input_size`` (an image smaller than its downsampling allows, a head built for another
-    size) raises a ``ValueError`` that says what the model was built for.
+    size) raises a ``ValueError`` that says what the model was built for. ``progress``: a
+    line every few seconds of a long trace (none without it).
     """
-    tracker = OpTracker(model, input_bits, measure, input_normalization)
+    tracker = OpTracker(model, input_bits, measure, input_normalization, progress)
     try:
         with tracker:
             tracker.mark_input(x, steps)

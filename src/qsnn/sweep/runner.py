@@ -25,6 +25,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from .._progress import eta as _eta  # the one estimate of time left (sweep, loops)
 from ..allocation import Bits, allocations
 from ..io import DirectoryInUseError, lock_directory, read_json_object, write_json_atomic
 from ..train import TrainConfig, read_config
@@ -241,7 +242,7 @@ def sweep(
             log.info("%s: %s; back to it later", tag, err)
             return None
 
-    return _until_done(len(jobs), attempt, poll_s)
+    return _until_done(len(jobs), attempt, poll_s, base.progress)
 
 
 def _study_name(base: TrainConfig) -> str:
@@ -285,14 +286,16 @@ def _sweep_on_board(
             log.info("%s: %s; back to it later", tag, err)
             return None
 
-    return _until_done(len(jobs), attempt, poll_s)
+    return _until_done(len(jobs), attempt, poll_s, all(job.progress for job in jobs))
 
 
 def _until_done(
-    n: int, attempt: Callable[[int], dict[str, Any] | None], poll_s: float
+    n: int, attempt: Callable[[int], dict[str, Any] | None], poll_s: float, progress: bool = True
 ) -> list[dict[str, Any]]:
     """``attempt(i)`` for jobs ``0..n-1`` until each gave its result (``None``: another worker
-    has it now; looked at again every ``poll_s`` seconds once nothing else is left)."""
+    has it now; looked at again every ``poll_s`` seconds once nothing else is left). After
+    each run trained here, ``progress`` logs ``k of N runs done`` with the time elapsed and
+    left (``--no-progress``: not)."""
     results: dict[int, dict[str, Any]] = {}
     pending = list(range(n))
     started = time.monotonic()
@@ -305,7 +308,7 @@ def _until_done(
                 busy.append(i)
                 continue
             results[i] = got
-            if time.monotonic() - before > 1.0:  # trained here, not found finished
+            if progress and time.monotonic() - before > 1.0:  # trained here, not found finished
                 log.info("sweep: %d of %d runs done, %s", len(results), n,
                          _eta(time.monotonic() - started, len(results), n))  # fmt: skip
         pending = busy
@@ -318,14 +321,3 @@ def _value(result: dict[str, Any]) -> float:
     """A finished run's trial value: its selection accuracy (validation, else test)."""
     value = result.get("val_acc_best")
     return float(value if value is not None else result["test_acc_best"])
-
-
-def _eta(elapsed: float, done: int, total: int) -> str:
-    """``12 min elapsed, about 30 min left`` (the mean time per run so far, times the runs left;
-    rough when run costs differ, as they do across allocations)."""
-
-    def fmt(seconds: float) -> str:
-        return f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f} s"
-
-    left = elapsed / max(1, done) * (total - done)
-    return f"{fmt(elapsed)} elapsed" + (f", about {fmt(left)} left" if total > done else "")

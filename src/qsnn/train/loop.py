@@ -5,11 +5,13 @@ after it."""
 from __future__ import annotations
 
 import contextlib
+import logging
 import signal
 import sys
 import threading
 import time
-from collections.abc import Iterable, Iterator
+import weakref
+from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -19,6 +21,7 @@ import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .._progress import bar as progress
 from ..data import TensorData
 from ..data.base import derive_seed
 from .checkpoint import NonFiniteLossError
@@ -40,6 +43,11 @@ __all__ = [
     "terminate_as_interrupt",
     "train_epoch",
 ]
+
+log = logging.getLogger(__name__)
+
+#: Models wrapped by ``torch.compile`` (``--compile``) whose compile note was logged.
+_COMPILE_NOTED: weakref.WeakSet[nn.Module] = weakref.WeakSet()
 
 #: The signals that stop a run the way Ctrl-C does: SIGINT, and SIGTERM (``kill``, Slurm).
 INTERRUPT_SIGNALS: tuple[signal.Signals, ...] = (signal.SIGINT, signal.SIGTERM)
@@ -104,18 +112,6 @@ class DeferInterrupt:
         self._previous = {}
 
 
-def progress(iterable: Iterable, total: int, enabled: bool, desc: str) -> Iterable:
-    """``iterable`` with a tqdm bar when ``enabled`` and tqdm is installed."""
-    if enabled:
-        try:
-            from tqdm.auto import tqdm
-
-            return tqdm(iterable, total=total, desc=desc, leave=False, dynamic_ncols=True)
-        except ImportError:
-            pass
-    return iterable
-
-
 def train_epoch(
     net: nn.Module,
     model: nn.Module,
@@ -149,6 +145,11 @@ def train_epoch(
     partial = state.partial or EpochProgress()
     sums = torch.tensor([partial.loss, partial.correct, partial.count], dtype=torch.float64)
     elapsed = partial.time
+    if getattr(net, "_orig_mod", None) is not None and net not in _COMPILE_NOTED and env.main:
+        # torch.compile compiles on the first steps: say why they take seconds each.
+        _COMPILE_NOTED.add(net)
+        log.info("compiling the model (--compile) on the first steps: they are slow meanwhile "
+                 "(once per process and input shape)")  # fmt: skip
     bar = progress(
         batches,
         len(batches),
