@@ -116,3 +116,26 @@ def test_header_names_the_level_step_and_batch_norm_statistics() -> None:
     header = dict(Report(rows, {"base": new}).header())
     assert header["neuron"] == "level step data, learned θ"
     assert header["batch norm"] == "re-estimated on 2048 training images before each evaluation"
+
+
+def test_cli_summary_table_over_sweeps(tmp_path, capsys) -> None:
+    """`qsnn report A B --summary`: one table of the findings each sweep's rows speak to."""
+    import json
+
+    from qsnn import cli
+
+    f1 = tmp_path / "f1"
+    f1.mkdir()
+    rows = [_row("1/4/1", s, a) for s, a in enumerate((0.75, 0.76, 0.77))]
+    rows += [_row("1/1/4", s, a) for s, a in enumerate((0.70, 0.71, 0.72))]
+    (f1 / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    empty = tmp_path / "none"
+    empty.mkdir()
+    (empty / "results.jsonl").write_text(json.dumps(_row("4/4/1", 0, 0.7)) + "\n")
+    assert cli.main(["report", str(f1), str(empty), "--summary"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("| finding | paper |") and len(out) == 3
+    assert out[2].startswith("| F1: spike bits beat time steps") and f"({f1}/report.md)" in out[2]
+    assert "supported: 1/4/1 ahead by 5.00 points, beyond the seed spread" in out[2]
+    assert cli.main(["report", str(empty), "--summary"]) == 2
+    assert "none of these sweeps has rows for the paper's findings" in capsys.readouterr().err

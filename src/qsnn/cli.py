@@ -511,11 +511,24 @@ def _add_storage_args(p: argparse.ArgumentParser) -> None:
 
 def _cmd_report(args: argparse.Namespace) -> int:
     from .sweep import build_report
+    from .sweep.findings import summary_markdown
 
-    report = build_report(args.sweep_dir)
-    print(report.table())
-    print("\n".join(report.findings()))
-    print(f"report: {args.sweep_dir}/report.md, {args.sweep_dir}/report.html")
+    entries = []
+    for sweep_dir in args.sweep_dir:
+        report = build_report(sweep_dir)
+        if args.summary:
+            entries += [(f"{sweep_dir}/report.md", f) for f in report.paper_findings()]
+            continue
+        print(report.table())
+        print("\n".join(report.findings()))
+        print(f"report: {sweep_dir}/report.md, {sweep_dir}/report.html")
+    if args.summary:
+        if not entries:
+            raise ValueError(
+                "none of these sweeps has rows for the paper's findings (F1-F4: a split of one "
+                "budget between b_s and T, or three b_w at one b_s and T)"
+            )
+        print(summary_markdown(entries), end="")
     return 0
 
 
@@ -773,7 +786,11 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_search)
 
     p = sub.add_parser("report", help="rebuild a sweep's report from its finished runs")
-    p.add_argument("sweep_dir")
+    p.add_argument("sweep_dir", nargs="+", help="one or more sweep directories")
+    p.add_argument(
+        "--summary", action="store_true",
+        help="print one Markdown table of the paper's findings (F1-F4) over the sweeps",
+    )
     p.set_defaults(func=_cmd_report)
 
     p = sub.add_parser("eval", help="re-evaluate a finished run and print its profile")
@@ -845,8 +862,9 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     p.add_argument(
         "--format",
         required=True,
-        choices=("safetensors", "onnx", "qonnx"),
-        help="safetensors (weights + config), onnx (float graph, T unrolled) or qonnx (T = 1)",
+        choices=("safetensors", "onnx", "qonnx", "nir"),
+        help="safetensors (weights + config), onnx (float graph, T unrolled), qonnx (T = 1) "
+        "or nir (binary spikes, b_s = 1)",
     )
     p.add_argument(
         "--batch-size",
