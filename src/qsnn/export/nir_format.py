@@ -199,7 +199,7 @@ class _Builder:
         (:meth:`max_pool`); any other max pool refused."""
         if isinstance(pool, (nn.MaxPool2d, nn.AdaptiveMaxPool2d)):
             return self.max_pool(x, pool, where)
-        chans, height, width = x.shape
+        _, height, width = x.shape
         if isinstance(pool, nn.AdaptiveAvgPool2d):
             oh, ow = (
                 (pool.output_size, pool.output_size)
@@ -233,12 +233,10 @@ class _Builder:
         node = self.nir.AvgPool2d(
             kernel_size=np.array(kernel), stride=np.array(stride), padding=np.array(padding)
         )
-        out = (
-            chans,
-            (height + 2 * padding[0] - kernel[0]) // stride[0] + 1,
-            (width + 2 * padding[1] - kernel[1]) // stride[1] + 1,
-        )
-        return _Ref(self.add("avgpool", node, x), out, x.scale, x.spikes)
+        out = _pooled_shape(x.shape, kernel, stride, padding)
+        # Linear, so the scale carries through; but a window's mean of spikes is k/n, not a
+        # binary spike: a max pool or an OR after it would not be exact.
+        return _Ref(self.add("avgpool", node, x), out, x.scale, False)
 
     def max_pool(self, x: _Ref, pool: nn.Module, where: str) -> _Ref:
         """Max pooling of binary spikes ``theta z`` (``z`` in {0, 1}) is ``theta`` times the OR
@@ -263,12 +261,7 @@ class _Builder:
         node = self.nir.SumPool2d(
             kernel_size=np.array(kernel), stride=np.array(stride), padding=np.array(padding)
         )
-        chans, height, width = x.shape
-        out = (
-            chans,
-            (height + 2 * padding[0] - kernel[0]) // stride[0] + 1,
-            (width + 2 * padding[1] - kernel[1]) // stride[1] + 1,
-        )
+        out = _pooled_shape(x.shape, kernel, stride, padding)
         counts = _Ref(self.add("sumpool", node, x), out)
         full = np.ones(out, dtype=np.float64)
         gate = self.nir.IF(r=full / self.dt, v_threshold=full * 0.5, v_reset=full * 0.0)
@@ -337,6 +330,19 @@ class _Builder:
         full = np.ones(a.shape, dtype=np.float64)
         node = self.nir.IF(r=full / self.dt, v_threshold=full * 0.5, v_reset=full * 0.0)
         return _Ref(self.add("or", node, a, b), a.shape, float(theta), True)
+
+
+def _pooled_shape(
+    shape: tuple[int, ...], kernel: tuple[int, int], stride: tuple[int, int],
+    padding: tuple[int, int],
+) -> tuple[int, int, int]:  # fmt: skip
+    """``[C, H, W]`` after a pooling window (floor mode)."""
+    chans, height, width = shape
+    return (
+        chans,
+        (height + 2 * padding[0] - kernel[0]) // stride[0] + 1,
+        (width + 2 * padding[1] - kernel[1]) // stride[1] + 1,
+    )
 
 
 def _pair(v: Any) -> tuple[int, int]:
@@ -628,15 +634,20 @@ class _NIRConv2d(nn.Module):
         )
 
 
+def _pool_args(node: Any) -> tuple[tuple[int, int], ...]:
+    """``(kernel, stride, padding)`` of a NIR pooling node, each as two ints."""
+    return tuple(
+        tuple(int(v) for v in np.broadcast_to(np.ravel(a), (2,)))
+        for a in (node.kernel_size, node.stride, node.padding)
+    )
+
+
 class _NIRAvgPool2d(nn.Module):
     """NIR ``AvgPool2d``: the mean over each window."""
 
     def __init__(self, node: Any) -> None:
         super().__init__()
-        self.args = tuple(
-            tuple(int(v) for v in np.broadcast_to(np.ravel(a), (2,)))
-            for a in (node.kernel_size, node.stride, node.padding)
-        )
+        self.args = _pool_args(node)
 
     def forward(self, x: Tensor) -> Tensor:
         return F.avg_pool2d(x, *self.args)
@@ -647,10 +658,7 @@ class _NIRSumPool2d(nn.Module):
 
     def __init__(self, node: Any) -> None:
         super().__init__()
-        self.args = tuple(
-            tuple(int(v) for v in np.broadcast_to(np.ravel(a), (2,)))
-            for a in (node.kernel_size, node.stride, node.padding)
-        )
+        self.args = _pool_args(node)
 
     def forward(self, x: Tensor) -> Tensor:
         kernel, stride, padding = self.args
