@@ -122,3 +122,33 @@ def test_summary_table_round_trips_findings() -> None:
     assert "small_convnet, CIFAR-10, 4 epochs; budget 4, b_w = 1, 3 seeds" in table
     assert "[docs/sweeps/f1/report.md](docs/sweeps/f1/report.md)" in table
     assert table.count("\n") == 3 and f1.verdict in table
+
+
+def test_f3_one_seed_gives_the_sign_of_low_against_high() -> None:
+    # 1/4/1 is 5 points *behind* 16/4/1: the unresolved verdict must say -5.00, not +5.00.
+    data = rows({"1/4/1": [0.70], "4/4/1": [0.74], "16/4/1": [0.75]})
+    (f3,) = paper_findings(data)
+    assert f3.verdict == "not resolved: one seed (1/4/1 -5.00 points against 16/4/1)"
+
+
+def test_f4_overlapping_intervals_are_not_a_verdict_and_the_caveat_matches_the_rule() -> None:
+    near = rows({"1/16/1": [0.90, 0.91, 0.92], "1/1/16": [0.93, 0.94, 0.95]})
+    (f4,) = paper_findings(near, events=True, test_size=100)
+    # Beyond the seed spread, but the module's rule: overlapping test-split intervals do not
+    # tell the two apart, so the verdict cannot be "supported".
+    assert not f4.verdict.startswith(("supported", "contradicted"))
+    assert f4.verdict.startswith("not resolved by the 100-sample test split")
+    # Intervals stop overlapping once the gap exceeds about their width (~11 points at 91 %),
+    # not their half-width (~6 points).
+    lo, hi = wilson_interval(0.91, 100)
+    assert f"about {100 * (hi - lo):.0f} points" in f4.caveats[0]
+    a, b = wilson_interval(0.85, 100), wilson_interval(0.85 + (hi - lo) / 2, 100)
+    assert b[0] <= a[1]  # a half-width apart the intervals still overlap
+
+
+def test_setting_counts_the_seeds_of_its_own_allocations() -> None:
+    data = rows({"1/4/1": [0.75, 0.76, 0.77], "1/1/4": [0.70, 0.71, 0.72],
+                 "1/8/1": [0.8], "1/1/8": [0.7]})  # fmt: skip
+    by_setting = {f.setting.split(",")[0]: f for f in paper_findings(data)}
+    assert by_setting["budget 4"].setting.endswith("3 seeds")
+    assert by_setting["budget 8"].setting.endswith("1 seed")
