@@ -365,3 +365,22 @@ def test_missing_packages_name_the_install_line(
         export_run(run, "nir", tmp_path / "m.nir")
     assert INSTALL in str(err.value)
     assert not (tmp_path / "m.nir").exists()
+
+
+def test_average_pooled_spikes_are_not_binary_spikes() -> None:
+    """The mean of a window of spikes takes values k/n, so a max pool (or a SEW OR) after an
+    average pool is not an OR of binary spikes and must be refused."""
+    import nir
+
+    from qsnn.export.nir_format import _Builder, _Ref
+
+    builder = _Builder(nir, 1e-4)
+    spikes = _Ref("sn", (2, 8, 8), 0.5, True)
+    avg = builder.pool(spikes, nn.AvgPool2d(2), "avg")
+    assert avg.scale == 0.5  # still theta times the node's output (a linear pool)
+    with pytest.raises(ValueError, match="max-pools values that are not binary spikes"):
+        builder.max_pool(avg, nn.MaxPool2d(2), "pool")
+    with pytest.raises(ValueError, match="not two spike trains"):
+        builder.spike_or(avg, avg, 0.5, "add")
+    pooled = builder.max_pool(spikes, nn.MaxPool2d(3, 2, 1), "pool")  # binary: an OR
+    assert pooled.spikes and pooled.scale == 0.5 and pooled.shape == (2, 4, 4)
