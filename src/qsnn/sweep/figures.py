@@ -256,6 +256,14 @@ def _flat_sace(rows: list[dict[str, Any]]) -> bool:
     return len(budgets) == 1 or not costs or max(costs) / min(costs) < FLAT_SACE_RATIO
 
 
+
+def _legend_outside(ax, *, gap: float = 1.02, title: str | None = None, **kwargs: Any) -> None:
+    """The legend to the right of ``ax``, outside the data (``kwargs``: handles, labels)."""
+    if title is not None:
+        kwargs.update(title=title, title_fontsize=_FONT - 1)
+    ax.legend(loc="upper left", bbox_to_anchor=(gap, 1.0), borderaxespad=0, fontsize=_FONT,
+              **kwargs)  # fmt: skip
+
 def _fig_sace_scatter(plt, rows: list[dict[str, Any]]):
     """Accuracy vs S-ACE (G, log) over several budgets: colour and marker per budget."""
     from matplotlib.lines import Line2D
@@ -311,15 +319,7 @@ def _fig_sace_scatter(plt, rows: list[dict[str, Any]]):
         )
         for b, (c, m) in sorted(styles.items())
     ]
-    ax.legend(
-        handles=handles,
-        loc="upper left",
-        bbox_to_anchor=(1.02, 1.0),
-        borderaxespad=0,
-        fontsize=_FONT,
-        title="bubble area ~ params_16",
-        title_fontsize=_FONT - 1,
-    )
+    _legend_outside(ax, handles=handles, title="bubble area ~ params_16")
     fig.tight_layout()
     place_labels(fig, ax, items)
     return fig
@@ -367,7 +367,7 @@ def _fig_allocations(plt, rows: list[dict[str, Any]], best: str | None):
     ax.set_ylabel("accuracy (%)", fontsize=_FONT)
     ax.tick_params(labelsize=_FONT)
     ax.grid(alpha=0.3, axis="y")
-    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0, fontsize=_FONT)
+    _legend_outside(ax)
     budgets = sorted({r["budget"] for r in rows})
     ax.set_title(
         f"Budget {', '.join(map(str, budgets))}: accuracy and cost per allocation",
@@ -382,7 +382,7 @@ def _fig_allocations(plt, rows: list[dict[str, Any]], best: str | None):
     cost.set_ylabel("G bit ops\nper sample", fontsize=_FONT)
     cost.tick_params(labelsize=_FONT)
     cost.grid(alpha=0.3, axis="y")
-    cost.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0, fontsize=_FONT)
+    _legend_outside(cost)
     cost.set_xticks(xs)
     cost.set_xticklabels([r["bits"] for r in rows], fontsize=_FONT)
     for tick, r in zip(cost.get_xticklabels(), rows, strict=True):
@@ -447,14 +447,10 @@ def _fig_split(plt, rows: list[dict[str, Any]]):
     for ax in axes[1:]:
         for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
             seen.setdefault(lab, h)
-    axes[min(len(axes), 3 if len(axes) <= 3 else 2) - 1].legend(
-        list(seen.values()),
-        list(seen.keys()),
-        loc="upper left",
-        bbox_to_anchor=(1.04, 1.0),
-        borderaxespad=0,
-        fontsize=_FONT,
-    )
+    _legend_outside(
+        axes[min(len(axes), 3 if len(axes) <= 3 else 2) - 1],
+        handles=list(seen.values()), labels=list(seen.keys()), gap=1.04,
+    )  # fmt: skip
     fig.tight_layout()
     _readable_ticks(fig, axes)
     return fig
@@ -519,15 +515,7 @@ def _fig_rates(plt, rows: list[dict[str, Any]]):
         handles += [
             Line2D([], [], color="0.3", linestyle=style[b], label=f"budget {b}") for b in budgets
         ]
-    axes[cols - 1].legend(
-        handles=handles,
-        loc="upper left",
-        bbox_to_anchor=(1.04, 1.0),
-        borderaxespad=0,
-        fontsize=_FONT,
-        title="b_s = budget / (b_w T)",
-        title_fontsize=_FONT - 1,
-    )
+    _legend_outside(axes[cols - 1], handles=handles, title="b_s = budget / (b_w T)", gap=1.04)
     fig.tight_layout()
     _readable_ticks(fig, axes)
     return fig
