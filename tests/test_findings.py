@@ -152,3 +152,11 @@ def test_setting_counts_the_seeds_of_its_own_allocations() -> None:
     by_setting = {f.setting.split(",")[0]: f for f in paper_findings(data)}
     assert by_setting["budget 4"].setting.endswith("3 seeds")
     assert by_setting["budget 8"].setting.endswith("1 seed")
+
+
+def test_f2_on_event_data_too() -> None:
+    """Paper Fig. 6 covers DVS-Gesture: an event sweep gives F4 and F2."""
+    data = rows({"1/16/1": [0.5], "1/1/16": [0.9]})
+    rates = {"1/16/1": {"c1": 0.1}, "1/1/16": {"c1": 0.3}}
+    keys = [f.key for f in paper_findings(data, events=True, test_size=100, spiking_rates=rates)]
+    assert keys == ["F4", "F2"]

@@ -347,7 +347,7 @@ def paper_findings(
         seeds = _seeds_text(acc, ranking)
         found.append(Finding(key, claim, where + setting + f", {seeds}",
                              PAPER[key], measured, verdict, tuple(caveats)))  # fmt: skip
-        if spiking_rates and not events:
+        if spiking_rates:  # Fig. 6 covers event data too (DVS-Gesture)
             trend = _f2(setting, ranking, fields, spiking_rates, where)
             if trend is not None:
                 found.append(trend)
