@@ -193,9 +193,16 @@ def test_cli_export_safetensors_check(run: Path, tmp_path: Path, capsys) -> None
     out = tmp_path / "cli.safetensors"
     assert cli.main(["export", str(run), "--format", "safetensors", "--out", str(out),
                      "--check", "--limit", "32"]) == 0
-    text = capsys.readouterr().out
+    captured = capsys.readouterr()
+    text = captured.out
     assert f"wrote {out} (safetensors)" in text
     assert "agreement 100.00% on 32 test samples" in text
+    # The check's stage on stderr (stdout keeps the result); --no-progress: none.
+    assert f"export: checking {out} on 32 test samples (safetensors)" in captured.err
+    assert cli.main(["export", str(run), "--format", "safetensors", "--out", str(out),
+                     "--check", "--limit", "32", "--no-progress"]) == 0
+    quiet = capsys.readouterr()
+    assert quiet.err == "" and quiet.out == text
 
 
 def test_cli_export_errors_are_one_line(run: Path, tmp_path: Path, capsys) -> None:

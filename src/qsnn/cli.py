@@ -647,7 +647,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 def _cmd_export(args: argparse.Namespace) -> int:
     from .export import check_export, export_run
 
-    _setup_logging()  # data loading lines
+    progress = _progress(args, "export")  # data loading lines, the check's progress
 
     if args.out:
         _writable_file(args.out, "--out")
@@ -659,7 +659,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     if args.check:
         r = check_export(
             args.run_dir, path, args.format, which=args.which, data_root=args.data_root,
-            limit=args.limit,
+            limit=args.limit, progress=progress,
         )
         print(
             f"{args.run_dir} vs {path}: agreement {100 * r['agreement']:.2f}% on {r['n']} test "
@@ -880,6 +880,7 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
         help="run the written file on the test set (onnxruntime for ONNX) and report agreement",
     )
     p.add_argument("--limit", type=_count(1), help="with --check: the first N test samples")
+    _add_progress_flag(p)
     p.set_defaults(func=_cmd_export)
     for p in sub.choices.values():  # also after the command; SUPPRESS keeps `qsnn --debug CMD`
         p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=_DEBUG_HELP)

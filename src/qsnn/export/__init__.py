@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 import torch
 
+from .._progress import resolve
 from ._common import INSTALL_LINE, default_out, run_description
 from .onnx_format import export_friendly, onnx_session, save_onnx
 from .safetensors_format import load_safetensors, safetensors_metadata, save_safetensors
@@ -116,6 +117,7 @@ def check_export(
     data_root: str | os.PathLike | None = None,
     limit: int | None = None,
     batch_size: int = 256,
+    progress: Any = None,
 ) -> dict[str, Any]:
     """Run an exported file on the run's test split and compare it with qsnn's own model.
 
@@ -125,7 +127,8 @@ def check_export(
     node equations (``qsnn.export.nir_format.nir_run``: ``T`` steps, mean of the outputs).
     Returns ``{"agreement", "n", "max_abs_diff", "acc_qsnn", "acc_export"}``: the fraction of
     samples whose predicted class is the same, the largest logit difference, and both
-    accuracies. ``limit`` takes the first ``limit`` test samples only.
+    accuracies. ``limit`` takes the first ``limit`` test samples only. ``progress`` (``True`` or a
+    ``qsnn._progress.Progress``) writes a stage line and, every 10 s, how far the check is.
     """
     from ..train import load_run
 
@@ -162,15 +165,19 @@ def check_export(
 
     same = correct_q = correct_e = n = 0
     max_diff = 0.0
-    for x, y in test.batches(batch_size, device="cpu"):
-        x = x.float()
-        ref, got = model(x), run_export(x)
-        max_diff = max(max_diff, float((ref - got).abs().max()))
-        p, q = ref.argmax(1), got.argmax(1)
-        same += int((p == q).sum())
-        correct_q += int((p == y).sum())
-        correct_e += int((q == y).sum())
-        n += y.numel()
+    shown = resolve(progress, "export")
+    shown.stage(f"checking {path} on {len(test)} test samples ({format})")
+    with shown.counter(len(test), "samples", "compared") as count:
+        for x, y in test.batches(batch_size, device="cpu"):
+            x = x.float()
+            ref, got = model(x), run_export(x)
+            max_diff = max(max_diff, float((ref - got).abs().max()))
+            p, q = ref.argmax(1), got.argmax(1)
+            same += int((p == q).sum())
+            correct_q += int((p == y).sum())
+            correct_e += int((q == y).sum())
+            n += y.numel()
+            count.advance(y.numel(), f"{100 * same / n:.2f}% agree so far")
     return {
         "agreement": same / max(1, n),
         "n": n,
