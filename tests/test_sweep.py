@@ -119,9 +119,19 @@ def test_dry_run_s_ace_equals_profile() -> None:
 def test_tiny_sweep_writes_every_file(tmp_path: Path) -> None:
     base = TrainConfig(**TINY)
     plan = [Bits.parse("1/2/1"), Bits.parse("2/1/1")]
-    results = sweep(base, plan, tmp_path, seeds=1)
+    results = sweep(base, plan, tmp_path, seeds=1, command="qsnn sweep --allocations 1/2/1,2/1/1")
     assert len(results) == 2
+    sweep(base, plan, tmp_path, seeds=1)  # finished: trains nothing, keeps the command
+    saved = json.loads((tmp_path / "sweep.json").read_text())
+    assert saved["command"] == "qsnn sweep --allocations 1/2/1,2/1/1"
     report = build_report(tmp_path)
+    header = dict(report.header())
+    assert header["command"] == saved["command"]
+    walls = sum(json.loads((r / "result.json").read_text())["wall_time_s"]
+                for r in (tmp_path / "runs").iterdir())  # fmt: skip
+    assert header["wall time"].endswith("in all over 2 run(s) (the sum of each run's wall "
+                                        "time; runs trained in parallel overlap)")  # fmt: skip
+    assert header["wall time"].startswith(f"{walls:.0f} s" if walls < 60 else "")
     for name in (
         "sweep.json",
         "results.csv",
@@ -325,6 +335,10 @@ def test_workers_share_a_sweep_and_train_each_run_once(tmp_path: Path) -> None:
     assert done.stderr.count("epoch 1/1: loss") == 3, done.stderr[-3000:]
     assert (out / "report.md").is_file()
     assert all(b in done.stdout for b in ("1/2/1", "2/1/1", "1/1/2"))
+    # sweep.json records the command typed, not a worker's own (--no-report, --threads).
+    command = json.loads((out / "sweep.json").read_text())["command"]
+    assert command.startswith("qsnn sweep --allocations 1/2/1,2/1/1,1/1/2")
+    assert "--workers 2" in command and "--no-report" not in command
 
 
 @pytest.mark.slow  # torchrun with two processes (~40 s)

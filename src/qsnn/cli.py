@@ -424,7 +424,8 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     if args.workers > 1:
         _sweep_workers(args, base, out)
     else:
-        sweep(base, plan, out, seeds=args.seeds, storage=args.storage, study=args.study)
+        sweep(base, plan, out, seeds=args.seeds, storage=args.storage, study=args.study,
+              command=_command_line(args))  # fmt: skip
     if launch_rank()[0] != 0 or args.no_report:
         return 0  # under torchrun, rank 0 writes the report
     report = build_report(out)
@@ -432,6 +433,18 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     print("\n".join(report.findings()))
     print(f"report: {out}/report.md, {out}/report.html")
     return 0
+
+
+def _command_line(args: argparse.Namespace) -> str | None:
+    """The ``qsnn ...`` command that started this sweep, for its report: the parent's line for
+    a worker started by ``--workers N``; none for a worker joined with ``--no-report`` (the
+    command already recorded in ``sweep.json`` is kept)."""
+    import shlex
+
+    inherited = os.environ.get("QSNN_SWEEP_COMMAND")
+    if inherited:
+        return inherited
+    return None if args.no_report else "qsnn " + shlex.join(args.argv)
 
 
 def _sweep_workers(args: argparse.Namespace, base, out: str) -> None:
@@ -459,7 +472,11 @@ def _start_workers(args: argparse.Namespace, base, out: str, extra: list[str],
             argv.append(token)
     command = [sys.executable, "-m", "qsnn", *argv, "--out", out, "--threads", str(threads),
                *extra]  # fmt: skip
-    procs = [subprocess.Popen(command + (per_worker[i] if per_worker else []))
+    import shlex
+
+    # The workers record the command the user typed (sweep.json), not their own.
+    env = {**os.environ, "QSNN_SWEEP_COMMAND": "qsnn " + shlex.join(args.argv)}
+    procs = [subprocess.Popen(command + (per_worker[i] if per_worker else []), env=env)
              for i in range(args.workers)]  # fmt: skip
     codes = [p.wait() for p in procs]
     if any(codes):

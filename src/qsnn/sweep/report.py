@@ -367,6 +367,17 @@ class Report:
                 + f"report built with {qsnn_version()}",
             )
         )
+        if isinstance(self.settings.get("command"), str):
+            out.append(("command", self.settings["command"]))
+        walls = [r["wall_time_s"] for r in runs if r.get("wall_time_s")]
+        if walls:
+            out.append(
+                (
+                    "wall time",
+                    f"{_hours(sum(walls))} in all over {len(walls)} run(s) (the sum of each "
+                    f"run's wall time; runs trained in parallel overlap)",
+                )
+            )
         if self.source:
             out.append(("source", self.source))
         return out
@@ -591,6 +602,14 @@ def _unfinished(settings: dict[str, Any], summary: list[dict[str, Any]]) -> str:
         elif isinstance(seeds, int) and done[key] < seeds:
             missing.append(f"{key} ({done[key]} of {seeds} seeds)")
     return f"; not finished: {', '.join(missing)}" if missing else ""
+
+
+def _hours(seconds: float) -> str:
+    """``2 h 05 min`` from one hour on, else ``42 min`` (``40 s`` below a minute)."""
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    minutes = round(seconds / 60)
+    return f"{minutes // 60} h {minutes % 60:02d} min" if minutes >= 60 else f"{minutes} min"
 
 
 def _neuron_lines(base: dict[str, Any]) -> list[tuple[str, str]]:

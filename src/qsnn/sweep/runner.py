@@ -173,6 +173,7 @@ def sweep(
     poll_s: float = 1.0,
     storage: str | None = None,
     study: str | None = None,
+    command: str | None = None,
 ) -> list[dict[str, Any]]:
     """Train every allocation in ``plan`` for ``seeds`` seeds (``base.seed + k``) into
     ``out_dir/runs``; skip finished runs, resume interrupted ones. Returns the results.
@@ -187,7 +188,10 @@ def sweep(
     ``storage`` (an Optuna storage URL, :mod:`qsnn.sweep.study`) lets workers on other
     machines share the sweep too: each run is claimed through the study ``study`` (default:
     one named after the base settings), a dead worker's claim is retried after its heartbeat
-    stops, and a run finished anywhere is reported everywhere (its result is in the study)."""
+    stops, and a run finished anywhere is reported everywhere (its result is in the study).
+
+    ``command`` (the command line that started the sweep) is kept in ``sweep.json`` for the
+    report's header; a call without one keeps the command already recorded there."""
     from ..train import train
 
     if seeds < 1:
@@ -196,8 +200,11 @@ def sweep(
     settings = {"base": base.to_dict(), "allocations": [str(b) for b in plan], "seeds": seeds}
     previous = out / "sweep.json"
     if previous.exists():
-        old = read_json_object(previous, "a sweep's settings").get("base")
+        saved = read_json_object(previous, "a sweep's settings")
+        old = saved.get("base")
         old = old if isinstance(old, dict) else {}
+        if command is None and isinstance(saved.get("command"), str):
+            command = saved["command"]
         if old.get("model") not in (None, base.model) or old.get("dataset") not in (
             None,
             base.dataset,
@@ -206,6 +213,8 @@ def sweep(
                 f"{out} holds a sweep of {old.get('model')} on {old.get('dataset')}; "
                 "choose another --out"
             )
+    if command is not None:
+        settings["command"] = command
     rank, world = launch_rank()
     if rank == 0:  # one writer under torchrun
         write_json_atomic(previous, settings)
