@@ -197,7 +197,7 @@ class Finding:
             f"- qsnn: {self.measured}.",
             f"- Verdict: **{self.verdict}**.",
         ]
-        lines += [f"- Caveat: {c}" for c in self.caveats]
+        lines += [f"- Caveat: {c.rstrip('.')}." for c in self.caveats]
         return "\n".join(lines)
 
     def as_dict(self) -> dict[str, Any]:
