@@ -114,7 +114,7 @@ def test_header_names_the_level_step_and_batch_norm_statistics() -> None:
     new = {**old, "precise_bn": 2048,
            "model_options": {"neuron": {"level_scale": "data", "learn_theta": True}}}  # fmt: skip
     header = dict(Report(rows, {"base": new}).header())
-    assert header["neuron"] == "level step data, learned θ"
+    assert header["neuron"] == "level step data, θ = 1.0, learned θ, pow2_theta = True"
     assert header["batch norm"] == "re-estimated on 2048 training images before each evaluation"
 
 

@@ -4,6 +4,7 @@ checkpoints carry the model's construction arguments so ``load_run`` needs no da
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -162,9 +163,13 @@ def quick_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_checkpoints_store_the_model_arguments(quick_run: Path) -> None:
     for name in ("checkpoint.pt", "best.pt"):
         ckpt = torch.load(quick_run / name, weights_only=True)
+        # The neuron settings are explicit (version 1 of the defaults: a fixed theta = 1), so
+        # the checkpoint rebuilds the same neurons after the defaults change.
         assert ckpt["model_args"] == {
             "name": "small_convnet", "bits": "4/4/1", "overrides": None,
             "num_classes": 10, "in_channels": 1, "img_size": (8, 8),
+            "neuron": {"level_scale": "fixed", "theta": 1.0, "learn_theta": False,
+                       "pow2_theta": True},
         }  # fmt: skip
 
 
@@ -207,3 +212,56 @@ def test_old_checkpoint_without_model_arguments_still_loads(
         assert calls == ["digits"] and data.loaded  # sized from the training split, as before
     want = load_checkpoint(run / "checkpoint.pt")["model"]
     assert all(torch.equal(v, want[k]) for k, v in model.state_dict().items())
+
+
+def test_a_change_of_the_neuron_defaults_keeps_runs_saved_before_apart() -> None:
+    """A run saved before ``neuron_defaults`` existed keeps its settings key (computed here by
+    the key's formula, independently) and is rebuilt with version 1's neurons; a config of a
+    later version (simulated: version 2 = the scaled step) gets another key and its own
+    neurons, so a sweep never takes one for the other."""
+    import hashlib
+    import json
+
+    from qsnn.train import config as cfg
+    from qsnn.train.config import RESUMABLE_FIELDS, settings_key
+
+    saved = TrainConfig(model="small_convnet", dataset="digits", bits="1/4/1").to_dict()
+    del saved["neuron_defaults"]  # as a config.json written before the field
+    shaping = {k: v for k, v in saved.items() if k not in RESUMABLE_FIELDS}
+    old_key = hashlib.sha256(
+        json.dumps(shaping, sort_keys=True, separators=(",", ":"), default=str).encode()
+    ).hexdigest()[:12]
+    old = TrainConfig.from_dict(saved)
+    assert old.neuron_defaults == 1 and settings_key(old) == old_key
+    assert settings_key(TrainConfig(model="small_convnet", dataset="digits", bits="1/4/1")) == (
+        old_key  # today's default is version 1: new runs still match runs saved before
+    )
+    v2 = {**cfg.NEURON_DEFAULTS[1], "level_scale": "scaled"}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setitem(cfg.NEURON_DEFAULTS, 2, v2)
+        new = TrainConfig(model="small_convnet", dataset="digits", bits="1/4/1", neuron_defaults=2)
+        assert settings_key(new) != old_key
+        assert new.neuron_options()["level_scale"] == "scaled"
+        assert TrainConfig.from_dict(saved).neuron_options()["level_scale"] == "fixed"
+        args = TrainConfig.from_dict(saved).with_neuron_defaults({"name": "small_convnet"})
+        assert args["neuron"] == cfg.NEURON_DEFAULTS[1]
+        # A setting the run gave itself wins over its version's default.
+        own = replace(new, model_options={"neuron": {"level_scale": "data"}})
+        assert own.neuron_options()["level_scale"] == "data"
+    with pytest.raises(ValueError, match="neuron_defaults"):
+        TrainConfig(model="small_convnet", dataset="digits", neuron_defaults=7)
+
+
+def test_model_defaults_match_the_current_version_of_the_neuron_defaults() -> None:
+    """``MODEL_NEURON_DEFAULTS`` (what ``create_model`` gives neurons left unset) and
+    ``NEURON_DEFAULTS[NEURON_DEFAULTS_VERSION]`` (what a new run records) must describe the same
+    neurons; changing one without the other would train runs with settings they do not record."""
+    from qsnn.models.layers import LayerFactory
+    from qsnn.train.config import NEURON_DEFAULTS, NEURON_DEFAULTS_VERSION
+
+    plain = LayerFactory.for_model("1/4/1").neuron_module().level
+    recorded = LayerFactory.for_model(
+        "1/4/1", neuron=NEURON_DEFAULTS[NEURON_DEFAULTS_VERSION]
+    ).neuron_module().level
+    for attr in ("rule", "theta0", "learn", "pow2"):
+        assert getattr(plain, attr) == getattr(recorded, attr), attr

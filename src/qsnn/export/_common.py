@@ -45,6 +45,7 @@ def run_description(
         from ..train.engine import model_args
 
         args = model_args(config, data.train)
+    args = config.with_neuron_defaults(args)  # explicit: the export rebuilds the same neurons
     test = data.test
     info = {
         "model_args": json_ready(args),

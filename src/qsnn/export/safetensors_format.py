@@ -84,9 +84,12 @@ def load_safetensors(path: str | os.PathLike, device: str | torch.device = "cpu"
     """
     st = require("safetensors.torch", "reading a safetensors export")
     from ..models import create_model
+    from ..train.config import TrainConfig
 
     meta = safetensors_metadata(path)
     args = dict(meta["model_args"])
+    if isinstance(meta.get("config"), dict):  # a file written before explicit neuron settings
+        args = TrainConfig.from_dict(meta["config"]).with_neuron_defaults(args)
     if isinstance(args.get("img_size"), list):
         args["img_size"] = tuple(args["img_size"])
     model = create_model(**args)

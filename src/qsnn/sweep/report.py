@@ -620,7 +620,7 @@ def _neuron_lines(base: dict[str, Any]) -> list[tuple[str, str]]:
         config = TrainConfig.from_dict(base)
     except (ValueError, TypeError, KeyError):
         return []
-    neuron = dict((config.model_options or {}).get("neuron") or {})
+    neuron = config.neuron_options()  # the run's version of the defaults, filled in
     step = neuron.pop("level_scale", None)
     text = f"level step {step}" if step else "level step: the model's default"
     if "theta" in neuron or step == "fixed":

@@ -39,6 +39,17 @@ RESUMABLE_FIELDS = frozenset({"progress", "threads", "device", "data_root", "che
 _SEED_RANGE = (-(2**63), 2**64)
 #: The neuron every model had before level scales (configs saved then lack ``precise_bn``).
 _NEURON_BEFORE_LEVEL_SCALES = {"level_scale": "fixed", "learn_theta": False, "pow2_theta": False}
+#: What a run's unset neuron settings were, by version of qsnn's model defaults (the field
+#: ``neuron_defaults`` records a run's version). Version 1 is a plain ``SpikeNeuron``'s own
+#: (a fixed ``theta = 1``; ``qsnn.models.layers.MODEL_NEURON_DEFAULTS`` empty). Changing the
+#: models' defaults means adding the next version here (the full settings), making it
+#: ``NEURON_DEFAULTS_VERSION`` and setting ``MODEL_NEURON_DEFAULTS`` to match (a test checks
+#: that they agree): runs saved before keep their version, so they are rebuilt with their own
+#: neurons and keep settings keys of their own, never mistaken for runs of the new defaults.
+NEURON_DEFAULTS: dict[int, dict[str, Any]] = {
+    1: {"level_scale": "fixed", "theta": 1.0, "learn_theta": False, "pow2_theta": True},
+}
+NEURON_DEFAULTS_VERSION = 1
 #: ``data_options`` keys that other fields (or the engine) set: passing them would clash.
 _RESERVED_DATA_OPTIONS = {
     "name": "dataset",
@@ -151,6 +162,11 @@ class TrainConfig:
     profile_batches: int = _opt(
         8, "test batches on which the final profile measures firing rates (0: no profile)"
     )
+    neuron_defaults: int = _opt(
+        NEURON_DEFAULTS_VERSION,
+        "which version of qsnn's model neuron defaults fills the neuron settings left unset "
+        "(qsnn.train.config.NEURON_DEFAULTS; a run saved before this setting existed: 1)",
+    )
     precise_bn: int = _opt(
         4096,
         "training images (drawn and augmented as in training) on which batch-norm "
@@ -200,6 +216,8 @@ class TrainConfig:
             ("precision", self.precision in _PRECISIONS, f"one of {_PRECISIONS}"),
             ("profile_batches", self.profile_batches >= 0, "an integer >= 0"),
             ("precise_bn", self.precise_bn >= 0, "an integer >= 0"),
+            ("neuron_defaults", self.neuron_defaults in NEURON_DEFAULTS,
+             f"one of {sorted(NEURON_DEFAULTS)}"),
             ("checkpoint_every", 0 <= self.checkpoint_every < float("inf"), "a number >= 0"),
             ("seed", _SEED_RANGE[0] <= self.seed < _SEED_RANGE[1], "an integer in [-2**63, 2**64)"),
             ("threads", self.threads is None or self.threads >= 1, "an integer >= 1"),
@@ -222,6 +240,19 @@ class TrainConfig:
     def allocation(self) -> Bits:
         return Bits.parse(self.bits)
 
+    def neuron_options(self) -> dict[str, Any]:
+        """The neuron settings the run's model is built with: its version's defaults
+        (``NEURON_DEFAULTS[neuron_defaults]``) under the ones it sets (``model_options``)."""
+        given = (self.model_options or {}).get("neuron") or {}
+        return {**NEURON_DEFAULTS[self.neuron_defaults], **given}
+
+    def with_neuron_defaults(self, model_args: Mapping[str, Any]) -> dict[str, Any]:
+        """``create_model`` keywords saved with a run (a checkpoint's ``model_args``) with the
+        run's neuron defaults filled in, so that a run saved before a change of the defaults
+        is rebuilt with the neurons it was trained with."""
+        given = model_args.get("neuron") or {}
+        return {**model_args, "neuron": {**NEURON_DEFAULTS[self.neuron_defaults], **given}}
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -243,6 +274,7 @@ class TrainConfig:
             )
         known = {f.name for f in fields(cls)}
         values = {k: v for k, v in values.items() if k in known}
+        values.setdefault("neuron_defaults", 1)  # saved before the field: version 1's
         if "precise_bn" not in values:
             values["precise_bn"] = 0
             options = dict(values.get("model_options") or {})
@@ -264,6 +296,8 @@ def settings_key(config: TrainConfig) -> str:
     another. A sweep names its run directories with it, so a re-run with other settings trains
     new runs instead of reusing finished ones."""
     shaping = {k: v for k, v in config.to_dict().items() if k not in RESUMABLE_FIELDS}
+    if shaping.get("neuron_defaults") == 1:  # the value of every run saved before the field:
+        del shaping["neuron_defaults"]  # left out, so their keys (run directories) still match
     text = json.dumps(shaping, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
 

@@ -112,6 +112,8 @@ def model_args(config: TrainConfig, train_data: TensorData) -> dict[str, Any]:
         "in_channels": shape[0],
         "img_size": tuple(shape[-2:]),
         **(config.model_options or {}),
+        # Explicit, so a checkpoint rebuilds the same neurons whatever the defaults later are.
+        "neuron": config.neuron_options(),
     }
 
 

@@ -226,7 +226,7 @@ def load_run(
     if isinstance(state.get("model_args"), dict):
         from ..models import create_model
 
-        model: nn.Module = create_model(**state["model_args"])
+        model: nn.Module = create_model(**config.with_neuron_defaults(state["model_args"]))
     else:
         model = build_model(config, data.train)
     try:
