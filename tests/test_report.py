@@ -139,3 +139,22 @@ def test_cli_summary_table_over_sweeps(tmp_path, capsys) -> None:
     assert "supported: 1/4/1 ahead by 5.00 points, beyond the seed spread" in out[2]
     assert cli.main(["report", str(empty), "--summary"]) == 2
     assert "none of these sweeps has rows for the paper's findings" in capsys.readouterr().err
+
+
+def test_per_layer_firing_rates_table_leaves_the_raw_input_out(tmp_path) -> None:
+    """F2's per-layer numbers: a table of seed-mean rates per spiking layer (0.4 and 0.2 for
+    conv1 of 1/2/2 over two seeds -> 0.300), in report.md and the page."""
+    rows = [_row("1/2/2", 0, 0.7), _row("1/2/2", 1, 0.7), _row("1/4/1", 0, 0.7)]
+    rows[0]["_firing_rates"] = [("conv1", 0.4), ("conv2", 0.1)]
+    rows[1]["_firing_rates"] = [("conv1", 0.2), ("conv2", 0.3)]
+    rows[2]["_firing_rates"] = [("conv1", 0.5), ("conv2", 0.25)]
+    for row in rows:
+        row["raw_input_layers"] = ["stem.conv"]
+    report = Report(rows)
+    head, body = report.firing_rate_table()
+    assert head == ["b_w/b_s/T", "conv1", "conv2", "mean"]
+    assert body == [["1/2/2", "0.300", "0.200", "0.250"], ["1/4/1", "0.500", "0.250", "0.375"]]
+    report.write(tmp_path)
+    md = (tmp_path / "report.md").read_text()
+    assert "| 1/2/2 | 0.300 | 0.200 | 0.250 |" in md and "stem.conv |" not in md
+    assert "<td class=\"num\">0.375</td>" in (tmp_path / "report.html").read_text()

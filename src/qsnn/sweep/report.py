@@ -419,6 +419,15 @@ class Report:
             ]
             for f in paper:
                 lines += [f.markdown(), ""]
+        rates = self.firing_rate_table()
+        if rates:
+            head, body = rates
+            lines += ["", "## Firing rate per spiking layer", "",
+                      "Fraction of non-zero spike values at each spiking layer's input, mean over "
+                      "the test split and seeds (the raw input is left out).", "",
+                      "| " + " | ".join(head) + " |",
+                      "|---|" + "---:|" * (len(head) - 1)]  # fmt: skip
+            lines += ["| " + " | ".join(row) + " |" for row in body]
         if figures:
             lines += ["", "## Figures"]
         for fig in figures:
@@ -500,6 +509,23 @@ class Report:
                     f"spike and weight widths, so it favours multi-bit spikes that fire less."
                 )
         return out
+
+    def firing_rate_table(self) -> tuple[list[str], list[list[str]]] | None:
+        """``(header, rows)``: per allocation (ordered by ``b_w``, then ``b_s``), the seed-mean
+        firing rate of each spiking layer, for F2's per-layer numbers; ``None`` without rates."""
+        rated = [r for r in self.summary if r["firing_rates"]]
+        if not rated:
+            return None
+        layers: list[str] = []
+        for r in rated:
+            layers += [name for name, _ in r["firing_rates"] if name not in layers]
+        head = ["b_w/b_s/T", *layers, "mean"]
+        rows = []
+        for r in sorted(rated, key=lambda r: (r["budget"], r["b_w"], r["b_s"])):
+            rates = dict(r["firing_rates"])
+            cells = [f"{rates[n]:.3f}" if n in rates else "–" for n in layers]
+            rows.append([r["bits"], *cells, f"{statistics.fmean(rates.values()):.3f}"])
+        return head, rows
 
     def paper_findings(self) -> list[Finding]:
         """The paper's findings (F1-F4) these rows speak to, with verdicts computed by
@@ -741,6 +767,7 @@ def _html(report: Report, out: Path, figures: Sequence[FigureFile]) -> str | Non
         other_note=_other_runs_note(report.other_runs, s) if report.other_runs else None,
         findings=report.findings(),
         paper_findings=report.paper_findings(),
+        rate_table=report.firing_rate_table(),
         figures=[
             {
                 "caption": f.caption,
