@@ -160,3 +160,24 @@ def test_f2_on_event_data_too() -> None:
     rates = {"1/16/1": {"c1": 0.1}, "1/1/16": {"c1": 0.3}}
     keys = [f.key for f in paper_findings(data, events=True, test_size=100, spiking_rates=rates)]
     assert keys == ["F4", "F2"]
+
+
+def test_permutation_p_draws_when_enumeration_is_too_large() -> None:
+    """16 vs 16 seeds (C(32, 16) = 6e8 relabellings): drawn, reproducibly. Fully separated
+    groups: no random relabelling reaches the observed gap, so p = 1 / (DRAWS + 1)."""
+    from qsnn.sweep.findings import DRAWS, permutation_exact
+
+    a, b = [0.8 + 0.001 * i for i in range(16)], [0.7 + 0.001 * i for i in range(16)]
+    assert not permutation_exact(16, 16) and permutation_exact(3, 3)
+    assert permutation_p(a, b) == pytest.approx(1 / (DRAWS + 1))
+    same = [0.7 + 0.001 * (i % 4) for i in range(16)]
+    assert permutation_p(same, same) == 1.0  # every relabelling ties the observed 0 gap
+    text = compare_seeds("a", a, "b", b).text()
+    assert "sampled permutation p = 0.00" in text
+
+
+def test_f3_for_every_spike_split_with_three_weight_widths() -> None:
+    data = rows({"1/4/1": [0.70], "4/4/1": [0.74], "16/4/1": [0.75],
+                 "1/2/2": [0.60], "4/2/2": [0.65], "16/2/2": [0.66]})  # fmt: skip
+    f3s = [f for f in paper_findings(data) if f.key == "F3"]
+    assert [f.setting.split(",")[0] for f in f3s] == ["b_s = 2", "b_s = 4"]

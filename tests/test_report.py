@@ -158,3 +158,13 @@ def test_per_layer_firing_rates_table_leaves_the_raw_input_out(tmp_path) -> None
     md = (tmp_path / "report.md").read_text()
     assert "| 1/2/2 | 0.300 | 0.200 | 0.250 |" in md and "stem.conv |" not in md
     assert "<td class=\"num\">0.375</td>" in (tmp_path / "report.html").read_text()
+
+
+def test_rows_name_their_dataset_when_sweep_json_is_gone() -> None:
+    """Rebuilt from results.jsonl alone (no settings), event rows still give F4, not F1."""
+    rows = [_row("1/1/16", s, a) for s, a in enumerate((0.90, 0.91, 0.92))]
+    rows += [_row("1/16/1", s, a) for s, a in enumerate((0.50, 0.52, 0.51))]
+    for row in rows:
+        row["dataset"] = "nmnist"
+        row["samples"] = {"train": 900, "val": 100, "test": 100}
+    assert [f.key for f in Report(rows).paper_findings()] == ["F4", "F2"]

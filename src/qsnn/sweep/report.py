@@ -86,6 +86,7 @@ def _run_row(result: dict[str, Any]) -> dict[str, Any]:
     rates, raw = _layer_rates(prof.get("layers", []))
     return {
         "bits": str(bits),
+        "dataset": result.get("dataset"),
         "b_w": bits.w,
         "b_s": bits.s,
         "T": bits.t,
@@ -532,7 +533,10 @@ class Report:
         :mod:`qsnn.sweep.findings` (F4 instead of F1 on event data, with the test split's
         Wilson intervals; F2 from the spiking layers' firing rates only)."""
         base = self.settings.get("base") or {}
-        dataset = base.get("dataset", "")
+        # The rows name their dataset too, so a report rebuilt without sweep.json still knows
+        # event data (F4, not F1).
+        named = {r.get("dataset") for r in self.rows} - {None}
+        dataset = base.get("dataset") or (named.pop() if len(named) == 1 else "")
         try:
             from ..data.registry import dataset_spec
 
