@@ -435,16 +435,20 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
-def _command_line(args: argparse.Namespace) -> str | None:
-    """The ``qsnn ...`` command that started this sweep, for its report: the parent's line for
-    a worker started by ``--workers N``; none for a worker joined with ``--no-report`` (the
-    command already recorded in ``sweep.json`` is kept)."""
+def _typed_command(args: argparse.Namespace) -> str:
+    """The ``qsnn ...`` command the user typed: the parent's line in a worker started by
+    ``--workers N`` (it passes it down), else this process's own."""
     import shlex
 
-    inherited = os.environ.get("QSNN_SWEEP_COMMAND")
-    if inherited:
-        return inherited
-    return None if args.no_report else "qsnn " + shlex.join(args.argv)
+    return os.environ.get("QSNN_SWEEP_COMMAND") or "qsnn " + shlex.join(args.argv)
+
+
+def _command_line(args: argparse.Namespace) -> str | None:
+    """The command that started this sweep, for its report; none for a worker joined with
+    ``--no-report`` by hand (the command already recorded in ``sweep.json`` is kept)."""
+    if args.no_report and "QSNN_SWEEP_COMMAND" not in os.environ:
+        return None
+    return _typed_command(args)
 
 
 def _sweep_workers(args: argparse.Namespace, base, out: str) -> None:
@@ -472,10 +476,8 @@ def _start_workers(args: argparse.Namespace, base, out: str, extra: list[str],
             argv.append(token)
     command = [sys.executable, "-m", "qsnn", *argv, "--out", out, "--threads", str(threads),
                *extra]  # fmt: skip
-    import shlex
-
     # The workers record the command the user typed (sweep.json), not their own.
-    env = {**os.environ, "QSNN_SWEEP_COMMAND": "qsnn " + shlex.join(args.argv)}
+    env = {**os.environ, "QSNN_SWEEP_COMMAND": _typed_command(args)}
     procs = [subprocess.Popen(command + (per_worker[i] if per_worker else []), env=env)
              for i in range(args.workers)]  # fmt: skip
     codes = [p.wait() for p in procs]

@@ -263,9 +263,13 @@ class _Builder:
         )
         out = _pooled_shape(x.shape, kernel, stride, padding)
         counts = _Ref(self.add("sumpool", node, x), out)
-        full = np.ones(out, dtype=np.float64)
-        gate = self.nir.IF(r=full / self.dt, v_threshold=full * 0.5, v_reset=full * 0.0)
-        return _Ref(self.add("or", gate, counts), out, x.scale, True)
+        return _Ref(self.add("or", self._or_gate(out), counts), out, x.scale, True)
+
+    def _or_gate(self, shape: tuple[int, ...]) -> Any:
+        """An ``IF`` node that fires exactly when its integer input (a spike count) is >= 1:
+        ``r = 1/dt`` (the membrane is the input), threshold 0.5, reset to 0 (no remainder)."""
+        full = np.ones(shape, dtype=np.float64)
+        return self.nir.IF(r=full / self.dt, v_threshold=full * 0.5, v_reset=full * 0.0)
 
     def flatten(self, x: _Ref) -> _Ref:
         node = self.nir.Flatten(input_type={"input": np.array(x.shape)}, start_dim=0, end_dim=-1)
@@ -327,9 +331,7 @@ class _Builder:
                 f"NIR export: {where} adds spikes of steps {a.scale:g} and "
                 f"{b.scale:g} on a grid of {theta:g}; not an OR of binary spikes"
             )
-        full = np.ones(a.shape, dtype=np.float64)
-        node = self.nir.IF(r=full / self.dt, v_threshold=full * 0.5, v_reset=full * 0.0)
-        return _Ref(self.add("or", node, a, b), a.shape, float(theta), True)
+        return _Ref(self.add("or", self._or_gate(a.shape), a, b), a.shape, float(theta), True)
 
 
 def _pooled_shape(

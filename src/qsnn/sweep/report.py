@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import csv
+import functools
 import io
 import json
 import math
@@ -310,7 +311,7 @@ class Report:
         """The sweep's settings as ``(label, text)`` pairs: model, recipe, data, machine and
         qsnn version, from ``sweep.json`` and the runs' saved environment."""
         s = self.settings.get("base") or {}
-        runs = [r for r in self.rows]
+        runs = self.rows
         out = []
         model = s.get("model", "?")
         if s.get("overrides"):
@@ -531,7 +532,12 @@ class Report:
     def paper_findings(self) -> list[Finding]:
         """The paper's findings (F1-F4) these rows speak to, with verdicts computed by
         :mod:`qsnn.sweep.findings` (F4 instead of F1 on event data, with the test split's
-        Wilson intervals; F2 from the spiking layers' firing rates only)."""
+        Wilson intervals; F2 from the spiking layers' firing rates only). Computed once per
+        report: ``report.md``, the page and ``findings.json`` all show them."""
+        return list(self._paper_findings)
+
+    @functools.cached_property
+    def _paper_findings(self) -> tuple[Finding, ...]:
         base = self.settings.get("base") or {}
         # The rows name their dataset too, so a report rebuilt without sweep.json still knows
         # event data (F4, not F1).
@@ -547,12 +553,14 @@ class Report:
         rates = {r["bits"]: dict(r["firing_rates"]) for r in self.summary if r["firing_rates"]}
         epochs = f"{base['epochs']} epochs" if base.get("epochs") else None
         context = ", ".join(p for p in (base.get("model"), dataset, epochs) if p)
-        return paper_findings(
-            self.rows,
-            events=events,
-            test_size=sizes.pop() if len(sizes) == 1 else None,
-            spiking_rates=rates,
-            context=context,
+        return tuple(
+            paper_findings(
+                self.rows,
+                events=events,
+                test_size=sizes.pop() if len(sizes) == 1 else None,
+                spiking_rates=rates,
+                context=context,
+            )
         )
 
     # -- files ------------------------------------------------------------------------------

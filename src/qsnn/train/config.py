@@ -243,8 +243,7 @@ class TrainConfig:
     def neuron_options(self) -> dict[str, Any]:
         """The neuron settings the run's model is built with: its version's defaults
         (``NEURON_DEFAULTS[neuron_defaults]``) under the ones it sets (``model_options``)."""
-        given = (self.model_options or {}).get("neuron") or {}
-        return {**NEURON_DEFAULTS[self.neuron_defaults], **given}
+        return self.with_neuron_defaults(self.model_options or {})["neuron"]
 
     def with_neuron_defaults(self, model_args: Mapping[str, Any]) -> dict[str, Any]:
         """``create_model`` keywords saved with a run (a checkpoint's ``model_args``) with the
