@@ -55,6 +55,20 @@ def test_scaled_rule_at_one_spike_bit_is_the_fixed_neuron():
     assert all(torch.equal(a, b) for a, b in zip(outs[0][1], outs[1][1], strict=True))
 
 
+def test_zoo_default_step_is_scaled_with_spike_bits():
+    """The zoo's default (chosen by BENCHMARKS.md's option x allocation table): every neuron
+    of a model built without neuron settings steps by 2**(1 - b_s), by hand 1, 1/2, 1/8 at
+    b_s = 1, 2, 4; an override's b_s gets its own step; a plain SpikeNeuron stays at theta = 1."""
+    for bits, step in [("1/1/4", 1.0), ("1/2/2", 0.5), ("1/4/1", 0.125), ("4/4/1", 0.125)]:
+        model = create_model("small_convnet", bits=bits)
+        steps = {m.theta for m in model.modules() if isinstance(m, SpikeNeuron)}
+        assert steps == {step}, bits
+    mixed = create_model("small_convnet", bits="1/4/1", overrides={"stem.*": "8/2"})
+    steps = {n: m.theta for n, m in mixed.named_modules() if isinstance(m, SpikeNeuron)}
+    assert steps["stem.sn"] == 0.5 and set(steps.values()) == {0.5, 0.125}
+    assert SpikeNeuron(4).theta == 1.0
+
+
 def test_data_init_on_a_hand_made_batch():
     """I = [[0.5, -1.5, 2, 0], [1, -0.5, 3, 1.5]] (T = 1, B = 2): sum |I| = 10, mean 1.25.
     LSQ: theta_0 = 2 * 1.25 / sqrt(L):

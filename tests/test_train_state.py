@@ -163,12 +163,12 @@ def quick_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_checkpoints_store_the_model_arguments(quick_run: Path) -> None:
     for name in ("checkpoint.pt", "best.pt"):
         ckpt = torch.load(quick_run / name, weights_only=True)
-        # The neuron settings are explicit (version 1 of the defaults: a fixed theta = 1), so
-        # the checkpoint rebuilds the same neurons after the defaults change.
+        # The neuron settings are explicit (version 2 of the defaults: the scaled step), so
+        # the checkpoint rebuilds the same neurons after the defaults change again.
         assert ckpt["model_args"] == {
             "name": "small_convnet", "bits": "4/4/1", "overrides": None,
             "num_classes": 10, "in_channels": 1, "img_size": (8, 8),
-            "neuron": {"level_scale": "fixed", "theta": 1.0, "learn_theta": False,
+            "neuron": {"level_scale": "scaled", "theta": 1.0, "learn_theta": False,
                        "pow2_theta": True},
         }  # fmt: skip
 
@@ -216,9 +216,9 @@ def test_old_checkpoint_without_model_arguments_still_loads(
 
 def test_a_change_of_the_neuron_defaults_keeps_runs_saved_before_apart() -> None:
     """A run saved before ``neuron_defaults`` existed keeps its settings key (computed here by
-    the key's formula, independently) and is rebuilt with version 1's neurons; a config of a
-    later version (simulated: version 2 = the scaled step) gets another key and its own
-    neurons, so a sweep never takes one for the other."""
+    the key's formula, independently) and is rebuilt with version 1's neurons (fixed θ = 1); a
+    new run (version 2: the scaled step) gets another key and its own neurons, so a sweep
+    never takes one for the other."""
     import hashlib
     import json
 
@@ -233,21 +233,21 @@ def test_a_change_of_the_neuron_defaults_keeps_runs_saved_before_apart() -> None
     ).hexdigest()[:12]
     old = TrainConfig.from_dict(saved)
     assert old.neuron_defaults == 1 and settings_key(old) == old_key
-    assert settings_key(TrainConfig(model="small_convnet", dataset="digits", bits="1/4/1")) == (
-        old_key  # today's default is version 1: new runs still match runs saved before
-    )
-    v2 = {**cfg.NEURON_DEFAULTS[1], "level_scale": "scaled"}
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setitem(cfg.NEURON_DEFAULTS, 2, v2)
-        new = TrainConfig(model="small_convnet", dataset="digits", bits="1/4/1", neuron_defaults=2)
-        assert settings_key(new) != old_key
-        assert new.neuron_options()["level_scale"] == "scaled"
-        assert TrainConfig.from_dict(saved).neuron_options()["level_scale"] == "fixed"
-        args = TrainConfig.from_dict(saved).with_neuron_defaults({"name": "small_convnet"})
-        assert args["neuron"] == cfg.NEURON_DEFAULTS[1]
-        # A setting the run gave itself wins over its version's default.
-        own = replace(new, model_options={"neuron": {"level_scale": "data"}})
-        assert own.neuron_options()["level_scale"] == "data"
+    assert old.neuron_options() == {
+        "level_scale": "fixed", "theta": 1.0, "learn_theta": False, "pow2_theta": True,
+    }  # fmt: skip
+    args = old.with_neuron_defaults({"name": "small_convnet"})
+    assert args["neuron"] == cfg.NEURON_DEFAULTS[1]
+    new = TrainConfig(model="small_convnet", dataset="digits", bits="1/4/1")
+    assert new.neuron_defaults == 2 and settings_key(new) != old_key
+    assert new.neuron_options() == {
+        "level_scale": "scaled", "theta": 1.0, "learn_theta": False, "pow2_theta": True,
+    }  # fmt: skip
+    # Version 1 asked for explicitly is the old run again (same neurons, same key).
+    assert settings_key(replace(new, neuron_defaults=1)) == old_key
+    # A setting the run gave itself wins over its version's default.
+    own = replace(new, model_options={"neuron": {"level_scale": "data"}})
+    assert own.neuron_options()["level_scale"] == "data"
     with pytest.raises(ValueError, match="neuron_defaults"):
         TrainConfig(model="small_convnet", dataset="digits", neuron_defaults=7)
 

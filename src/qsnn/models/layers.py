@@ -60,9 +60,11 @@ NEURON_KWARGS = frozenset(
     if p.kind is inspect.Parameter.KEYWORD_ONLY and name != "level"
 )
 #: The neuron settings every zoo model starts from (``neuron={...}`` overrides them): the level
-#: scale chosen by measurement across allocations (BENCHMARKS.md, "Level scale"). A plain
-#: ``SpikeNeuron`` keeps its own defaults (``fixed``, ``theta = 1``).
-MODEL_NEURON_DEFAULTS: dict[str, Any] = {}
+#: scale chosen by measurement across allocations (BENCHMARKS.md, "Which level step by
+#: default"): the scaled step ``theta * 2**(1 - b_s)``, so the ``2**b_s`` levels span ``2 theta``
+#: at every ``b_s``. Version 2 of ``qsnn.train.config.NEURON_DEFAULTS``. A plain
+#: ``SpikeNeuron`` keeps its own defaults (``fixed``, ``theta = 1``: Eq. 7 with the step given).
+MODEL_NEURON_DEFAULTS: dict[str, Any] = {"level_scale": "scaled"}
 #: The settings that make a neuron's ``LevelScale`` (the rest go to ``SpikeNeuron`` itself).
 _LEVEL_KWARGS = {"theta": "theta", "level_scale": "rule", "learn_theta": "learn",
                  "pow2_theta": "pow2"}

@@ -41,15 +41,19 @@ _SEED_RANGE = (-(2**63), 2**64)
 _NEURON_BEFORE_LEVEL_SCALES = {"level_scale": "fixed", "learn_theta": False, "pow2_theta": False}
 #: What a run's unset neuron settings were, by version of qsnn's model defaults (the field
 #: ``neuron_defaults`` records a run's version). Version 1 is a plain ``SpikeNeuron``'s own
-#: (a fixed ``theta = 1``; ``qsnn.models.layers.MODEL_NEURON_DEFAULTS`` empty). Changing the
-#: models' defaults means adding the next version here (the full settings), making it
-#: ``NEURON_DEFAULTS_VERSION`` and setting ``MODEL_NEURON_DEFAULTS`` to match (a test checks
-#: that they agree): runs saved before keep their version, so they are rebuilt with their own
-#: neurons and keep settings keys of their own, never mistaken for runs of the new defaults.
+#: (a fixed ``theta = 1`` whatever ``b_s``). Version 2 (the default since 2026-12-02) is the
+#: scaled step ``theta * 2**(1 - b_s)``, chosen by the best mean test accuracy over the three
+#: splits of budget 4 at ``b_w = 1`` on CIFAR-10 (BENCHMARKS.md, "Which level step by
+#: default"). Changing the models' defaults means adding the next version here (the full
+#: settings), making it ``NEURON_DEFAULTS_VERSION`` and setting ``MODEL_NEURON_DEFAULTS`` to
+#: match (a test checks that they agree): runs saved before keep their version, so they are
+#: rebuilt with their own neurons and keep settings keys of their own, never mistaken for runs
+#: of the new defaults.
 NEURON_DEFAULTS: dict[int, dict[str, Any]] = {
     1: {"level_scale": "fixed", "theta": 1.0, "learn_theta": False, "pow2_theta": True},
+    2: {"level_scale": "scaled", "theta": 1.0, "learn_theta": False, "pow2_theta": True},
 }
-NEURON_DEFAULTS_VERSION = 1
+NEURON_DEFAULTS_VERSION = 2
 #: ``data_options`` keys that other fields (or the engine) set: passing them would clash.
 _RESERVED_DATA_OPTIONS = {
     "name": "dataset",
