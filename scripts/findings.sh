@@ -8,7 +8,10 @@
 #                                  16 at b_w = 1, 3 seeds, 10 epochs at batch 32 (900
 #                                  training recordings make 8 steps an epoch at batch 128): F4
 #
-#   bash scripts/findings.sh CIFAR_ROOT NMNIST_ROOT [WORKERS]
+#   bash scripts/findings.sh CIFAR_ROOT NMNIST_ROOT [SWEEP ARGS...]   (default: --workers 2)
+#
+# More workers join a sweep from other shells or machines with the same `qsnn sweep` line
+# plus `--no-report` (and `--threads 1` on a shared machine).
 #
 # Every run uses qsnn's neuron defaults of version 2 (the level step chosen by issue 12's
 # measurement), named explicitly so that a run can never be trained with other ones. A re-run
@@ -19,12 +22,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ $# -lt 2 ]; then
-    echo "usage: bash scripts/findings.sh CIFAR_ROOT NMNIST_ROOT [WORKERS]" >&2
+    echo "usage: bash scripts/findings.sh CIFAR_ROOT NMNIST_ROOT [SWEEP ARGS...]" >&2
     exit 2
 fi
-cifar=$1 nmnist=$2 workers=${3:-2}
+cifar=$1 nmnist=$2
+shift 2
+extra=("$@")
+[ ${#extra[@]} -gt 0 ] || extra=(--workers 2)
 qsnn=.venv/bin/qsnn
-common=(--model small_convnet --seeds 3 --neuron-defaults 2 --workers "$workers" --no-progress)
+common=(--model small_convnet --seeds 3 --neuron-defaults 2 --no-progress "${extra[@]}")
 
 # Cheapest runs first inside each sweep (the sweep orders by T, then b_s), so that a partial
 # sweep already compares every seed of the short allocations.
