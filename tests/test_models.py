@@ -235,8 +235,13 @@ def test_sew_resnet18_macs_per_step():
 
 
 def test_overrides_reach_the_right_layers():
-    model = make("sew_resnet18_cifar", "2/1/2",
-                 overrides={"stem.*": 8, "head": 8, "layer4.*.add": "4/3"})
+    overrides = {"stem.*": 8, "head": 8, "layer4.*.add": "4/3"}
+    # A 3-bit ADD over binary inputs shares their grid only with a step that does not depend
+    # on b_s: the default (scaled) step refuses the split, the fixed one takes it.
+    with pytest.raises(ValueError, match="share one spike grid"):
+        make("sew_resnet18_cifar", "2/1/2", overrides=overrides)
+    model = create_model("sew_resnet18_cifar", bits="2/1/2", overrides=overrides,
+                         neuron={**EAGER, "level_scale": "fixed"})
     assert model.stem.encoder.stem.conv.bits_w == 8
     assert model.stem.sn.bits_s == 1  # an int override sets b_w only
     assert model.head.bits_w == 8
@@ -321,7 +326,10 @@ def test_spikformer_attention_matrix_is_restricted():
     handle_v.remove()
     assert seen["a"].shape == (2, 2, 12, 64, 64)  # [T, B, H, N, N]
     assert torch.unique(seen["a"]).numel() <= 4 and torch.unique(seen["v"]).numel() <= 4
-    assert torch.equal(seen["a"], seen["s"].clamp(0, 3).floor())
+    # Q K^T lies on the grid theta_q * theta_k: 1/2 * 1/2 at b_s = 2 under the scaled default.
+    step = ssa.q.sn.theta * ssa.k.sn.theta
+    assert step == 0.25
+    assert torch.equal(seen["a"], (seen["s"] / step).clamp(0, 3).floor() * step)
 
 
 # --------------------------------------------------------------------------------------------
