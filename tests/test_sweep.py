@@ -168,6 +168,63 @@ def test_tiny_sweep_writes_every_file(tmp_path: Path) -> None:
     assert "1/2/1" in report.table()
 
 
+def test_rows_of_a_report_outlive_their_run_directories(tmp_path: Path) -> None:
+    """A checkout with a committed report but not its runs: the rows of ``results.jsonl``
+    stay in the table, and a re-run of the sweep trains none of them again."""
+    import shutil
+    from dataclasses import replace
+
+    from qsnn.train.config import settings_key
+
+    base = TrainConfig(**TINY)
+    plan = [Bits.parse("1/2/1"), Bits.parse("2/1/1")]
+    sweep(base, plan, tmp_path, seeds=1)
+    build_report(tmp_path)
+    rows = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
+    # Each row names its run: the settings key of the sweep's config at its allocation, seed.
+    for row in rows:
+        assert row["key"] == settings_key(replace(base, bits=row["bits"], seed=row["seed"]))
+    gone = next(p for p in (tmp_path / "runs").iterdir() if p.name.startswith("2-1-1"))
+    shutil.rmtree(gone)
+    report = build_report(tmp_path)
+    assert sorted(r["bits"] for r in report.rows) == ["1/2/1", "2/1/1"]
+    assert "1 of the 2 rows are from this directory's results.jsonl" in report.source
+    again = sweep(base, plan, tmp_path, seeds=1)
+    assert not gone.exists()  # not trained again
+    assert [r["bits"] for r in again] == ["1/2/1", "2/1/1"]
+    assert (
+        again[1]["test_acc_best"] == next(r for r in rows if r["bits"] == "2/1/1")["test_acc_best"]
+    )
+    # A kept row is the sweep's only under its settings key: under another base config
+    # (half the learning rate) neither the run found nor the kept row makes the table.
+    other = replace(base, lr=base.lr / 2)
+    saved = json.loads((tmp_path / "sweep.json").read_text())
+    saved["base"] = other.to_dict()
+    (tmp_path / "sweep.json").write_text(json.dumps(saved))
+    with pytest.raises(ValueError, match="no finished run with the settings"):
+        build_report(tmp_path)
+
+
+def test_committed_sweeps_keep_their_runs_json_but_not_their_weights() -> None:
+    """The repository's ignore rules: a sweep under docs/sweeps commits each run's json (the
+    report is rebuilt from it), never its checkpoints; other runs/ folders stay out."""
+    root = Path(__file__).resolve().parents[1]
+    if not (root / ".git").exists():
+        pytest.skip("not a git checkout: the ignore rules are git's")
+
+    def ignored(path: str) -> bool:
+        proc = subprocess.run(["git", "check-ignore", "-q", "--no-index", path], cwd=root)
+        assert proc.returncode in (0, 1), proc
+        return proc.returncode == 0
+
+    run = "docs/sweeps/some-sweep/runs/1-2-2-seed0-0123456789ab"
+    for name in ("result.json", "config.json", "metrics.jsonl"):
+        assert not ignored(f"{run}/{name}"), name
+    for name in ("checkpoint.pt", "best.pt", ".lock"):
+        assert ignored(f"{run}/{name}"), name
+    assert ignored("runs/sweep-small_convnet-digits-b4/runs/1-1-1-seed0/result.json")
+
+
 @pytest.mark.slow  # a real sweep process killed mid-run (~15 s); finished runs are skipped and
 # settings keep runs apart in process in every suite (test_changed_settings_train_new_runs...)
 def test_killed_sweep_resumes_only_the_remaining_run(tmp_path: Path) -> None:

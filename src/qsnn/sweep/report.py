@@ -33,7 +33,7 @@ from ..train.environment import qsnn_version
 from .figures import FigureFile, write_figures
 from .findings import Finding, compare_seeds, paper_findings
 
-__all__ = ["Report", "build_report", "collect_runs", "rows_from_results"]
+__all__ = ["Report", "build_report", "collect_runs", "recorded_rows", "rows_from_results"]
 
 #: Every figure stem the report may write; a stem not written this time is deleted, so a
 #: rebuilt report never shows a stale figure from an earlier build.
@@ -116,9 +116,11 @@ def _run_row(result: dict[str, Any]) -> dict[str, Any]:
         "raw_input_layers": raw,
         "environment": result.get("environment"),
         "samples": result.get("samples"),
+        # The run's identity (its settings key), so that a row kept in results.jsonl still
+        # names the settings it came from after its run directory is gone.
+        "key": settings_key(settings) if settings is not None else None,
         "_firing_rates": rates,
         "_settings": settings,
-        "_key": settings_key(settings) if settings is not None else None,
     }
 
 
@@ -126,8 +128,11 @@ def _scale(value: float | None, factor: float) -> float | None:
     return None if value is None else value * factor
 
 
-def collect_runs(sweep_dir: str | os.PathLike) -> list[dict[str, Any]]:
-    """One row per finished run (``runs/*/result.json``) of a sweep directory."""
+def collect_runs(
+    sweep_dir: str | os.PathLike, *, allow_empty: bool = False
+) -> list[dict[str, Any]]:
+    """One row per finished run (``runs/*/result.json``) of a sweep directory (none yet is an
+    error unless ``allow_empty``)."""
     runs = Path(sweep_dir) / "runs"
     if not runs.is_dir():
         raise ValueError(f"{sweep_dir} is not a sweep directory (no runs/ folder)")
@@ -138,9 +143,20 @@ def collect_runs(sweep_dir: str | os.PathLike) -> list[dict[str, Any]]:
             rows.append(_run_row(result))
         except (ValueError, KeyError, TypeError, AttributeError) as err:
             raise ValueError(f"{path} is not a readable run result: {err!r}") from None
-    if not rows:
+    if not rows and not allow_empty:
         raise ValueError(f"{sweep_dir} has no finished runs yet (no runs/*/result.json)")
     return rows
+
+
+def recorded_rows(sweep_dir: str | os.PathLike) -> dict[str, dict[str, Any]]:
+    """The rows of a sweep directory's ``results.jsonl`` that name their run (``key``), by
+    key: finished runs as the last report recorded them, which stay in the report (and are
+    not trained again by a sweep) when their run directories are gone, e.g. in a checkout
+    that has the committed report but not the runs. Empty without the file."""
+    path = Path(sweep_dir) / "results.jsonl"
+    if not path.is_file():
+        return {}
+    return {row["key"]: row for row in rows_from_results(path) if row.get("key")}
 
 
 def rows_from_results(path: str | os.PathLike) -> list[dict[str, Any]]:
@@ -158,7 +174,7 @@ def rows_from_results(path: str | os.PathLike) -> list[dict[str, Any]]:
             raise ValueError(f"{path} line {n} is not a report row: {err!r}") from None
         row.update(bits=str(bits), b_w=bits.w, b_s=bits.s, T=bits.t, budget=bits.budget)
         row["_firing_rates"] = list((row.get("firing_rates") or {}).items())
-        row["_settings"], row["_key"] = None, None
+        row["_settings"] = None
         rows.append(row)
     if not rows:
         raise ValueError(f"{path} holds no rows")
@@ -807,9 +823,9 @@ def split_by_settings(
     base_config = TrainConfig.from_dict(base)
     mine, other = [], []
     for row in rows:
-        config = row["_settings"]
-        same = config is not None and row["_key"] == settings_key(
-            replace(base_config, bits=row["bits"], seed=config.seed)
+        key = row.get("key")
+        same = key is not None and key == settings_key(
+            replace(base_config, bits=row["bits"], seed=row["seed"])
         )
         (mine if same else other).append(row)
     return mine, other
@@ -831,7 +847,7 @@ def _other_runs_note(other: list[dict[str, Any]], base: dict[str, Any]) -> str:
         ]
         parts.append(f"{row['bits']} seed {config.seed} ({', '.join(differ) or 'same'})")
     return (
-        f"Not in this table: {len(other)} finished run(s) in `runs/` trained with other "
+        f"Not in this table: {len(other)} finished run(s) of this directory trained with other "
         f"settings than this sweep's: {'; '.join(parts)}."
     )
 
@@ -841,7 +857,9 @@ def build_report(sweep_dir: str | os.PathLike) -> Report:
     ``sweep.json``, only the runs trained with its settings make the table
     (:func:`split_by_settings`); the others are named in the report. A directory with no
     ``runs/`` but an earlier report's ``results.jsonl`` (a report copied into the docs) is
-    rebuilt from those rows, and the report says so."""
+    rebuilt from those rows, and the report says so; with ``runs/``, the rows of
+    ``results.jsonl`` whose run directory is gone (:func:`recorded_rows`) stay in the table
+    beside the runs found, and the report says how many."""
     root = Path(sweep_dir)
     settings_path = root / "sweep.json"
     exists = settings_path.exists()
@@ -859,12 +877,23 @@ def build_report(sweep_dir: str | os.PathLike) -> Report:
         report = Report(rows, settings, source=source)
         report.write(sweep_dir)
         return report
-    mine, other = split_by_settings(collect_runs(sweep_dir), settings)
+    rows = collect_runs(sweep_dir, allow_empty=(root / "results.jsonl").is_file())
+    present = {row["key"] for row in rows}
+    kept = [row for key, row in recorded_rows(root).items() if key not in present]
+    mine, other = split_by_settings(rows + kept, settings)
+    source = None
+    kept_ids = {id(row) for row in kept}
+    n = sum(id(row) in kept_ids for row in mine)
+    if n:
+        source = (
+            f"{n} of the {len(mine)} rows are from this directory's results.jsonl (runs "
+            "finished before whose run directories are not here)"
+        )
     if not mine:
         raise ValueError(
             f"{sweep_dir} has no finished run with the settings of its sweep.json yet "
             f"({len(other)} with other settings)"
         )
-    report = Report(mine, settings, other)
+    report = Report(mine, settings, other, source=source)
     report.write(sweep_dir)
     return report

@@ -8,9 +8,11 @@ Layout of a sweep directory::
 
 ``<key>`` is the run's :func:`~qsnn.train.config.settings_key`: a hash of everything that
 shapes it (model, data, allocation, overrides, recipe, seed, neuron options). A run counts as
-finished when its ``result.json`` exists; re-running the same sweep skips finished runs and
-resumes an interrupted one from its checkpoint, while a re-run with other settings (more
-epochs, another learning rate) trains new runs beside the old ones. Directories written before
+finished when its ``result.json`` exists, or when its directory is gone but the last report's
+``results.jsonl`` holds its row under that key (a checkout with the report, not the runs).
+Re-running the same sweep skips finished runs and resumes an interrupted one from its
+checkpoint, while a re-run with other settings (more epochs, another learning rate) trains
+new runs beside the old ones. Directories written before
 run keys (``<w>-<s>-<t>-seed<k>``) are reused when their ``config.json`` matches. Under
 ``torchrun`` only rank 0 writes the sweep's own files (each run writes from rank 0 too).
 """
@@ -235,6 +237,10 @@ def sweep(
         config = jobs[i]
         run = run_dir_for(out / "runs", config)
         tag = f"[{i + 1}/{len(jobs)}] {config.bits} seed {config.seed}"
+        row = None if (run / "result.json").exists() else _recorded(out, config)
+        if row is not None:
+            log.info("%s: finished before (recorded in results.jsonl), skipped", tag)
+            return row
         try:
             if shared and not (run / "result.json").exists():
                 with lock_directory(run, "run directory"):
@@ -282,6 +288,11 @@ def _sweep_on_board(
             result = read_json_object(run / "result.json", "a run's result")
             board.record(key, _value(result), result)
             return result
+        row = _recorded(out, config)
+        if row is not None:  # its run directory is gone, its row kept by the last report
+            # (not put in the study: a worker there would take the row for a run's result)
+            log.info("%s: finished before (recorded in results.jsonl), skipped", tag)
+            return row
         try:
             with board.holding(key, {"bits": config.bits, "seed": config.seed}) as claim:
                 if claim is None:
@@ -296,6 +307,15 @@ def _sweep_on_board(
             return None
 
     return _until_done(len(jobs), attempt, poll_s, all(job.progress for job in jobs))
+
+
+def _recorded(out: Path, config: TrainConfig) -> dict[str, Any] | None:
+    """The row of ``config``'s run in ``out/results.jsonl`` (a run finished before whose
+    directory is not here: its report keeps it, so it is not trained again), or ``None``."""
+    from .report import recorded_rows  # the report's reader of its own file
+
+    row = recorded_rows(out).get(settings_key(config))
+    return None if row is None else {k: v for k, v in row.items() if not k.startswith("_")}
 
 
 def _until_done(
