@@ -321,8 +321,14 @@ def test_a_killed_sweep_worker_is_retried_by_another(tmp_path: Path) -> None:
     env = {**os.environ, "QSNN_HEARTBEAT_S": "1"}
     victim = subprocess.Popen([sys.executable, "-m", "qsnn", *args], cwd=tmp_path, env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    deadline = time.time() + 120
-    while not list(out.glob("runs/*/checkpoint.pt")) and time.time() < deadline:
+    # A generous deadline: on a loaded 2-core machine the first checkpoint (data, compile,
+    # half a second of training) took over 2 minutes.
+    deadline = time.time() + 600
+    while (
+        not list(out.glob("runs/*/checkpoint.pt"))
+        and victim.poll() is None
+        and time.time() < deadline
+    ):
         time.sleep(0.2)
     victim.send_signal(signal.SIGKILL)
     victim.wait()
