@@ -472,3 +472,26 @@ def test_a_worker_with_other_threads_joins_the_same_search(tiny_search) -> None:
         resume=True,
     )
     assert [r["trial"] for r in joined] == [r["trial"] for r in front]
+
+
+def test_a_worker_joining_by_hand_draws_its_own_sampler_seed(monkeypatch, tmp_path: Path) -> None:
+    """The same search command on two machines (``--resume``, no ``--sampler-seed``) must not
+    replay one sequence of proposals; a new search, or a given seed, keeps its seed."""
+    import importlib
+
+    from qsnn.cli import main
+
+    search_module = importlib.import_module("qsnn.sweep.search")  # the module, not the function
+
+    seeds: list[int | None] = []
+
+    def record(*args, sampler_seed=None, **kwargs):  # stands in for the training loop only
+        seeds.append(sampler_seed)
+        return []
+
+    monkeypatch.setattr(search_module, "search", record)
+    flags = ["search", "--weights", "1,2", "--out", str(tmp_path / "s"), "--seed", "3"]
+    for extra in ([], ["--resume"], ["--resume"], ["--resume", "--sampler-seed", "5"]):
+        assert main([*flags, *extra]) == 0
+    assert seeds[0] == 3 and seeds[3] == 5
+    assert seeds[1] != 3 and seeds[2] != 3 and seeds[1] != seeds[2]
