@@ -91,16 +91,18 @@ def main() -> None:
     if len(trial_run) != 1:  # the config rebuilt here must be the trial's own
         raise SystemExit(f"trial {best['trial']}'s run directory not found from its settings")
 
+    seed_runs = {  # seed 0 is the search's own trial
+        seed: search_dir / "seeds" / f"trial{best['trial']}-seed{seed}-{settings_key(config)}"
+        for seed, config in ((s, replace(chosen, seed=s)) for s in seeds[1:])
+    }
     started = time.monotonic()
     jobs = {}
-    for seed in seeds[1:]:  # seed 0 is the search's own trial
-        config = replace(chosen, seed=seed)
-        out = search_dir / "seeds" / f"trial{best['trial']}-seed{seed}-{settings_key(config)}"
+    for seed, out in seed_runs.items():
         if (out / "result.json").exists():
             continue
         out.mkdir(parents=True, exist_ok=True)
         spec = out.parent / f"{out.name}.config.json"
-        spec.write_text(json.dumps(config.to_dict(), indent=2))
+        spec.write_text(json.dumps(replace(chosen, seed=seed).to_dict(), indent=2))
         cmd = [sys.executable, "-m", "qsnn.cli", "train", "--config", str(spec),
                "--data-root", args.data_root, "--threads", "1", "--no-progress",
                "--out", str(out)]  # fmt: skip
@@ -114,9 +116,7 @@ def main() -> None:
 
     mixed_test = {seeds[0]: best["test_acc"]}
     mixed_val = {seeds[0]: best["val_acc"]}
-    for seed in seeds[1:]:
-        config = replace(chosen, seed=seed)
-        out = search_dir / "seeds" / f"trial{best['trial']}-seed{seed}-{settings_key(config)}"
+    for seed, out in seed_runs.items():
         result = json.loads((out / "result.json").read_text())
         mixed_test[seed], mixed_val[seed] = result["test_acc_best"], result["val_acc_best"]
     name = f"mixed trial {best['trial']}"
@@ -131,7 +131,7 @@ def main() -> None:
     search_uniform = next(
         (row for row in front if row["uniform"] and row["bits"] == args.uniform), None
     )
-    out = {
+    summary = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "search": args.search,
         "sweep": args.sweep,
@@ -154,7 +154,7 @@ def main() -> None:
         "extra_seed_wall_s": wall,
     }  # fmt: skip
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(out, indent=2) + "\n")
+    RESULTS.write_text(json.dumps(summary, indent=2) + "\n")
     print(f"chosen: trial {best['trial']} ({best['bits']}), S-ACE {best['s_ace'] / 1e6:.3f} M "
           f"vs {args.uniform} {uniform_rows[0]['s_ace'] / 1e6:.3f} M")  # fmt: skip
     print("test:", on_test.text())

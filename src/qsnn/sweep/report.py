@@ -592,7 +592,7 @@ class Report:
         written.append(
             write_text_atomic(
                 out / "results.jsonl",
-                "".join(json.dumps(_public(r)) + "\n" for r in self.rows),
+                "".join(json.dumps(public_row(r)) + "\n" for r in self.rows),
             )
         )
         best = self.best()
@@ -618,7 +618,7 @@ class Report:
         return written
 
 
-def _public(row: dict[str, Any]) -> dict[str, Any]:
+def public_row(row: dict[str, Any]) -> dict[str, Any]:
     """A row as ``results.jsonl`` keeps it: the fields without a leading underscore, and the
     spiking layers' firing rates (so a report rebuilt from the rows alone has Fig. 6)."""
     out = {k: v for k, v in row.items() if not k.startswith("_")}

@@ -12,9 +12,9 @@ finished when its ``result.json`` exists, or when its directory is gone but the 
 ``results.jsonl`` holds its row under that key (a checkout with the report, not the runs).
 Re-running the same sweep skips finished runs and resumes an interrupted one from its
 checkpoint, while a re-run with other settings (more epochs, another learning rate) trains
-new runs beside the old ones. Directories written before
-run keys (``<w>-<s>-<t>-seed<k>``) are reused when their ``config.json`` matches. Under
-``torchrun`` only rank 0 writes the sweep's own files (each run writes from rank 0 too).
+new runs beside the old ones. Directories written before run keys (``<w>-<s>-<t>-seed<k>``)
+are reused when their ``config.json`` matches. Under ``torchrun`` only rank 0 writes the
+sweep's own files (each run writes from rank 0 too).
 """
 
 from __future__ import annotations
@@ -225,19 +225,20 @@ def sweep(
     shared = world == 1
     jobs = [replace(base, bits=str(bits), seed=base.seed + k) for bits in plan
             for k in range(seeds)]  # fmt: skip
+    reported = _reported(out)  # read once: the report rewrites results.jsonl only at the end
     if storage is not None:
         if world > 1:
             raise ValueError(
                 "--storage shares a sweep between processes; under torchrun the "
                 "ranks of one job train each run together (drop --storage)"
             )
-        return _sweep_on_board(jobs, out, storage, study or _study_name(base), poll_s)
+        return _sweep_on_board(jobs, out, storage, study or _study_name(base), poll_s, reported)
 
     def attempt(i: int) -> dict[str, Any] | None:
         config = jobs[i]
         run = run_dir_for(out / "runs", config)
         tag = f"[{i + 1}/{len(jobs)}] {config.bits} seed {config.seed}"
-        row = None if (run / "result.json").exists() else _recorded(out, config)
+        row = None if (run / "result.json").exists() else reported.get(settings_key(config))
         if row is not None:
             log.info("%s: finished before (recorded in results.jsonl), skipped", tag)
             return row
@@ -266,9 +267,15 @@ def _study_name(base: TrainConfig) -> str:
 
 
 def _sweep_on_board(
-    jobs: list[TrainConfig], out: Path, storage: str, study: str, poll_s: float
+    jobs: list[TrainConfig],
+    out: Path,
+    storage: str,
+    study: str,
+    poll_s: float,
+    reported: dict[str, dict[str, Any]],
 ) -> list[dict[str, Any]]:
-    """``sweep`` with the runs claimed through an Optuna study (``--storage``)."""
+    """``sweep`` with the runs claimed through an Optuna study (``--storage``); ``reported``:
+    :func:`_reported`."""
     from ..train import train
     from .study import JobBoard
 
@@ -288,7 +295,7 @@ def _sweep_on_board(
             result = read_json_object(run / "result.json", "a run's result")
             board.record(key, _value(result), result)
             return result
-        row = _recorded(out, config)
+        row = reported.get(key)
         if row is not None:  # its run directory is gone, its row kept by the last report
             # (not put in the study: a worker there would take the row for a run's result)
             log.info("%s: finished before (recorded in results.jsonl), skipped", tag)
@@ -309,13 +316,13 @@ def _sweep_on_board(
     return _until_done(len(jobs), attempt, poll_s, all(job.progress for job in jobs))
 
 
-def _recorded(out: Path, config: TrainConfig) -> dict[str, Any] | None:
-    """The row of ``config``'s run in ``out/results.jsonl`` (a run finished before whose
-    directory is not here: its report keeps it, so it is not trained again), or ``None``."""
-    from .report import recorded_rows  # the report's reader of its own file
+def _reported(out: Path) -> dict[str, dict[str, Any]]:
+    """The rows of ``out/results.jsonl`` by settings key, as the report wrote them: runs
+    finished before, which the report keeps when their directories are gone, so a sweep does
+    not train them again."""
+    from .report import public_row, recorded_rows  # the report's reader of its own file
 
-    row = recorded_rows(out).get(settings_key(config))
-    return None if row is None else {k: v for k, v in row.items() if not k.startswith("_")}
+    return {key: public_row(row) for key, row in recorded_rows(out).items()}
 
 
 def _until_done(
